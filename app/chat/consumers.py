@@ -1,0 +1,245 @@
+"""The chat WebSocket: validates frames, saves messages, relays reply frames in order.
+
+The socket belongs to one conversation and joins its channel-layer group. Every reply frame
+carries a sequence number; this consumer remembers the last one it sent per reply, drops
+repeats and fills any gap from the reply's Redis stream before relaying, so a client sees each
+frame once and in order even when the channel layer dropped some.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from chat import limits, replystream, services
+from chat.generation import run_reply
+from chat.markdown import render_markdown
+from chat.models import Message, conversation_group
+from chat.protocol import (
+    CancelFrame,
+    ClientFrame,
+    PingFrame,
+    ProtocolError,
+    RegenerateFrame,
+    ResumeFrame,
+    SendFrame,
+    encode,
+    error_frame,
+    parse_client_frame,
+    server_frame,
+)
+from parley import metrics
+
+logger = logging.getLogger(__name__)
+
+# Close codes for refused sockets: before accept() the browser sees an HTTP 403 either way.
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+TURN_EVENT = "turn.frame"
+
+owned_conversation = database_sync_to_async(services.owned_conversation)
+post_message = database_sync_to_async(services.post_message)
+regenerate_last = database_sync_to_async(services.regenerate_last)
+cancellable_reply = database_sync_to_async(services.cancellable_reply)
+reply_in_conversation = database_sync_to_async(services.reply_in_conversation)
+
+
+def _parse_resume(query_string: bytes) -> dict[int, int]:
+    """`?resume=<reply_id>:<seq>[,...]`: what a reconnecting client already has."""
+    resume: dict[int, int] = {}
+    values = parse_qs(query_string.decode(errors="replace")).get("resume", [])
+    for value in ",".join(values).split(",")[:20]:
+        reply, _, seq = value.partition(":")
+        if reply.isdigit() and seq.isdigit():
+            resume[int(reply)] = int(seq)
+    return resume
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    conversation_id: str
+    group: str
+    accepted = False
+
+    async def connect(self) -> None:
+        user = self.scope["user"]
+        if not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.conversation_id = str(self.scope["url_route"]["kwargs"]["conversation_id"])
+        try:
+            await owned_conversation(user, self.conversation_id)
+        except services.ChatError:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.user = user
+        self.sent_seq: dict[int, int] = {}
+        self.bucket = limits.FrameBucket(settings.WS_FRAMES_PER_SECOND, settings.WS_FRAME_BURST)
+        self.background: set[asyncio.Task[None]] = set()
+        self.group = conversation_group(self.conversation_id)
+        # Join the group before reading any stream, so no live frame can fall in between.
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        self.accepted = True
+        metrics.OPEN_SOCKETS.inc()
+        for reply_id, after_seq in _parse_resume(self.scope.get("query_string", b"")).items():
+            await self.replay(reply_id, after_seq)
+
+    async def disconnect(self, code: int) -> None:
+        if self.accepted:
+            metrics.OPEN_SOCKETS.dec()
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    # --- client frames ----------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.bucket.take():
+            metrics.WS_FRAMES.labels("dropped").inc()
+            if self.bucket.should_report():
+                await self.send_error(
+                    "too_many_frames",
+                    f"Slow down: at most {settings.WS_FRAMES_PER_SECOND:g} frames a second.",
+                )
+            return
+        if text_data is None:
+            await self.send_error("bad_frame", "Frames must be JSON text, not binary.")
+            return
+        # A JSON-escaped message can be up to six bytes per character, plus the envelope.
+        if len(text_data) > settings.MAX_MESSAGE_CHARS * 6 + 1024:
+            await self.send_error("frame_too_large", "The frame is too large.")
+            return
+        try:
+            frame = parse_client_frame(text_data, max_message_chars=settings.MAX_MESSAGE_CHARS)
+        except ProtocolError as error:
+            metrics.WS_FRAMES.labels("invalid").inc()
+            await self.send_error(error.code, error.message, client_id=error.client_id)
+            return
+        metrics.WS_FRAMES.labels(type(frame).__name__.removesuffix("Frame").lower()).inc()
+        try:
+            await self.dispatch_frame(frame)
+        except services.ChatError as error:
+            await self.send_error(error.code, error.message, client_id=frame.client_id)
+
+    async def dispatch_frame(self, frame: ClientFrame) -> None:
+        if isinstance(frame, SendFrame):
+            await self.on_send(frame)
+        elif isinstance(frame, CancelFrame):
+            await self.on_cancel(frame)
+        elif isinstance(frame, RegenerateFrame):
+            await self.on_regenerate(frame)
+        elif isinstance(frame, ResumeFrame):
+            await self.replay(frame.reply_id, frame.after_seq, force=True)
+        elif isinstance(frame, PingFrame):
+            await self.send_frame(server_frame("pong", id=frame.client_id))
+
+    async def on_send(self, frame: SendFrame) -> None:
+        user_id = self.user.pk
+        if await limits.quota_exhausted(user_id):
+            raise services.ChatError(
+                "quota_exceeded", "You have used today's token quota; it resets at midnight UTC."
+            )
+        wait = await limits.message_rate_exceeded(user_id)
+        if wait:
+            raise services.ChatError(
+                "rate_limited", f"Too many messages; try again in {wait} seconds."
+            )
+        turn = await post_message(self.user, self.conversation_id, frame.text, frame.model)
+        await self.started(turn, frame.client_id)
+
+    async def on_regenerate(self, frame: RegenerateFrame) -> None:
+        if await limits.quota_exhausted(self.user.pk):
+            raise services.ChatError(
+                "quota_exceeded", "You have used today's token quota; it resets at midnight UTC."
+            )
+        turn = await regenerate_last(self.user, self.conversation_id, frame.model)
+        await self.started(turn, frame.client_id)
+
+    async def started(self, turn: services.Turn, client_id: str | None) -> None:
+        fields = {
+            "message_id": turn.message_id,
+            "reply_id": turn.reply_id,
+            "model": turn.model,
+            "replaces": turn.replaces,
+        }
+        await self.send_frame(server_frame("ack", id=client_id, **fields))
+        # Other tabs on this conversation learn about the new turn too.
+        await self.channel_layer.group_send(
+            self.group,
+            {"type": TURN_EVENT, "frame": server_frame("turn", text=turn.text, **fields)},
+        )
+        if settings.GENERATION_MODE == "inprocess":
+            task = asyncio.create_task(run_reply(turn.reply_id))
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+
+    async def on_cancel(self, frame: CancelFrame) -> None:
+        if await cancellable_reply(self.user, self.conversation_id, frame.reply_id):
+            await replystream.request_cancel(frame.reply_id)
+        await self.send_frame(server_frame("ack", id=frame.client_id, reply_id=frame.reply_id))
+
+    # --- reply frames -----------------------------------------------------------------------
+
+    async def replay(self, reply_id: int, after_seq: int, *, force: bool = False) -> None:
+        """Send the reply's frames after `after_seq` from its stream, or its end from the DB."""
+        reply = await reply_in_conversation(self.conversation_id, reply_id)
+        if reply is None:
+            await self.send_error("not_found", "No such reply.")
+            return
+        if not force:
+            after_seq = max(after_seq, self.sent_seq.get(reply_id, 0))
+        self.sent_seq[reply_id] = after_seq
+        frames = await replystream.read_frames(reply_id, after_seq)
+        for frame in frames:
+            await self.relay(frame)
+        if not frames and reply.is_finished and reply.final_seq > after_seq:
+            # The stream has expired; the database has the whole reply.
+            await self.relay(self.final_frame(reply))
+
+    @staticmethod
+    def final_frame(reply: Message) -> dict[str, Any]:
+        fields = {
+            "reply_id": reply.pk,
+            "seq": reply.final_seq,
+            "content": reply.content,
+            "html": render_markdown(reply.content),
+        }
+        if reply.status == "error":
+            return error_frame(reply.error_code, reply.error_message, **fields)
+        return server_frame("done", status=reply.status, **fields)
+
+    async def relay(self, frame: dict[str, Any]) -> None:
+        reply_id, seq = frame["reply_id"], frame["seq"]
+        if seq <= self.sent_seq.get(reply_id, 0):
+            return
+        self.sent_seq[reply_id] = seq
+        await self.send_frame(frame)
+
+    async def reply_frame(self, event: dict[str, Any]) -> None:
+        """A live frame from a worker, via the channel layer."""
+        frame = event["frame"]
+        reply_id, seq = frame["reply_id"], frame["seq"]
+        last = self.sent_seq.get(reply_id, 0)
+        if seq > last + 1:
+            # Frames were dropped on the way (channel over capacity) or this socket joined
+            # mid-reply: take the missing ones from the stream first.
+            for missing in await replystream.read_frames(reply_id, last):
+                if missing["seq"] < seq:
+                    await self.relay(missing)
+        await self.relay(frame)
+
+    async def turn_frame(self, event: dict[str, Any]) -> None:
+        await self.send_frame(event["frame"])
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=encode(frame))
+
+    async def send_error(self, code: str, message: str, client_id: str | None = None) -> None:
+        metrics.WS_ERRORS.labels(code).inc()
+        await self.send_frame(error_frame(code, message, id=client_id))

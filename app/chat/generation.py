@@ -1,0 +1,364 @@
+"""The generation loop: one reply, from the model's first byte to the stored final message.
+
+`run_reply` is the one function both paths call: the Celery task (inside one asyncio.run per
+reply) and, for benchmarks, the consumer in-process. Everything here awaits the channel layer
+and Redis directly on one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from chat import limits, replystream, services
+from chat.markdown import render_markdown
+from chat.models import Message
+from chat.providers.base import Provider, ProviderError, TextDelta, Usage, estimate_tokens
+from chat.providers.registry import provider_for
+from parley import metrics
+from parley.redis_clients import channel_redis
+
+logger = logging.getLogger(__name__)
+
+claim_reply = database_sync_to_async(services.claim_reply)
+finish_reply = database_sync_to_async(services.finish_reply)
+
+# Margin between our own deadline and Celery's soft time limit, so we end the reply cleanly.
+DEADLINE_MARGIN_SECONDS = 5
+
+
+class Coalescer:
+    """Batch deltas: flush after `interval` seconds or `max_tokens` tokens, whichever first."""
+
+    def __init__(self, interval: float, max_tokens: int) -> None:
+        self.interval = interval
+        self.max_tokens = max(1, max_tokens)
+        self.parts: list[str] = []
+        self.first_at: float | None = None
+
+    def add(self, text: str) -> bool:
+        """Buffer text; True when the buffer should be flushed now."""
+        if self.first_at is None:
+            self.first_at = time.monotonic()
+        self.parts.append(text)
+        return len(self.parts) >= self.max_tokens or self.time_left() <= 0
+
+    def time_left(self) -> float | None:
+        """Seconds until the buffer is due, None when it is empty."""
+        if self.first_at is None:
+            return None
+        return self.interval - (time.monotonic() - self.first_at)
+
+    def take(self) -> str:
+        text = "".join(self.parts)
+        self.parts.clear()
+        self.first_at = None
+        return text
+
+
+@dataclass
+class Progress:
+    text: list[str] = field(default_factory=list)
+    tokens: int = 0
+    usage: Usage | None = None
+    started: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+
+
+class ReplyLock:
+    """A Redis lock (with a token and a TTL renewed while we work) on one reply.
+
+    A redelivered task whose first delivery still runs finds the lock held and waits; one whose
+    worker was killed finds it expired after at most REPLY_LOCK_TTL seconds.
+    """
+
+    RENEW = (
+        "if redis.call('get', KEYS[1]) == ARGV[1] then "
+        "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+    )
+    RELEASE = (
+        "if redis.call('get', KEYS[1]) == ARGV[1] then "
+        "return redis.call('del', KEYS[1]) else return 0 end"
+    )
+
+    def __init__(self, reply_id: int) -> None:
+        self.name = replystream.lock_key(reply_id)
+        self.token = uuid.uuid4().hex
+        self.ttl_ms = settings.REPLY_LOCK_TTL * 1000
+        self._renewer: asyncio.Task[None] | None = None
+
+    async def acquire(self, wait: float) -> bool:
+        redis = channel_redis()
+        deadline = time.monotonic() + wait
+        while True:
+            if await redis.set(self.name, self.token, nx=True, px=self.ttl_ms):
+                self._renewer = asyncio.create_task(self._renew())
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.25)
+
+    async def _renew(self) -> None:
+        redis = channel_redis()
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            await redis.eval(self.RENEW, 1, self.name, self.token, self.ttl_ms)
+
+    async def release(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        await channel_redis().eval(self.RELEASE, 1, self.name, self.token)
+
+
+async def _wait_for_cancel(reply_id: int) -> None:
+    """Return once the user has asked to stop this reply (pub/sub, with the flag as backstop)."""
+    redis = channel_redis()
+    pubsub = redis.pubsub()
+    channel = replystream.cancel_key(reply_id)
+    await pubsub.subscribe(channel)
+    try:
+        # Subscribed first, then checked: a cancel sent in between is seen either way.
+        if await replystream.cancel_requested(reply_id):
+            return
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None or await replystream.cancel_requested(reply_id):
+                return
+    finally:
+        await pubsub.aclose()
+
+
+async def _pump(source: AsyncIterator[TextDelta | Usage], queue: asyncio.Queue[object]) -> None:
+    """Move the provider's stream into a queue, ending with None or the error raised."""
+    try:
+        async for item in source:
+            await queue.put(item)
+        await queue.put(None)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        await queue.put(error)
+
+
+async def _stream_reply(
+    provider: Provider,
+    job: services.ReplyJob,
+    publisher: replystream.ReplyPublisher,
+    progress: Progress,
+) -> None:
+    """Relay the model's deltas, coalesced, until the stream ends; raises ProviderError."""
+    coalescer = Coalescer(settings.STREAM_FLUSH_MS / 1000, settings.STREAM_FLUSH_TOKENS)
+    queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1000)
+    source = provider.stream(job.messages, job.model)
+    pump = asyncio.create_task(_pump(source, queue))
+
+    async def flush() -> None:
+        text = coalescer.take()
+        if text:
+            await publisher.publish("delta", text=text)
+
+    try:
+        while True:
+            wait = coalescer.time_left()
+            try:
+                item = (
+                    await asyncio.wait_for(queue.get(), timeout=wait)
+                    if wait
+                    else (await queue.get())
+                )
+            except TimeoutError:
+                await flush()
+                continue
+            if item is None:
+                break
+            if isinstance(item, Exception):
+                await flush()
+                if isinstance(item, ProviderError):
+                    raise item
+                raise ProviderError("internal", "The model call failed unexpectedly.") from item
+            if isinstance(item, Usage):
+                progress.usage = item
+                continue
+            assert isinstance(item, TextDelta)  # noqa: S101  (the queue carries nothing else)
+            now = time.monotonic()
+            if progress.first_token_at is None:
+                progress.first_token_at = now
+            progress.last_token_at = now
+            progress.tokens += 1
+            progress.text.append(item.text)
+            if coalescer.add(item.text):
+                await flush()
+        await flush()
+    finally:
+        # Cancelling the pump closes the provider's HTTP stream: the model stops generating.
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+        await source.aclose()  # type: ignore[attr-defined]
+
+
+@dataclass
+class ReplyRun:
+    """Everything one attempt at a reply carries from start to finish."""
+
+    job: services.ReplyJob
+    publisher: replystream.ReplyPublisher
+    provider: Provider | None
+    progress: Progress = field(default_factory=Progress)
+
+    def outcome(self, status: str) -> services.ReplyOutcome:
+        progress, job = self.progress, self.job
+        content = "".join(progress.text)
+        if progress.usage is not None:
+            prompt_tokens = progress.usage.prompt_tokens
+            completion_tokens = progress.usage.completion_tokens
+            estimated = False
+        else:
+            # The stream broke (or was stopped) before the endpoint reported usage.
+            prompt_tokens = sum(estimate_tokens(m["content"]) for m in job.messages)
+            completion_tokens = max(progress.tokens, estimate_tokens(content))
+            estimated = True
+        ttft = None
+        if progress.first_token_at is not None:
+            ttft = round((progress.first_token_at - progress.started) * 1000)
+        return services.ReplyOutcome(
+            status=status,
+            content=content,
+            final_seq=self.publisher.seq + 1,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            usage_estimated=estimated,
+            time_to_first_token_ms=ttft,
+            duration_ms=round((time.monotonic() - progress.started) * 1000),
+            provider=self.provider.name if self.provider else "",
+        )
+
+    def observe(self, outcome: services.ReplyOutcome) -> None:
+        model, progress = self.job.model, self.progress
+        metrics.REPLIES.labels(outcome.status, model).inc()
+        metrics.TOKENS.labels("prompt", model).inc(outcome.prompt_tokens)
+        metrics.TOKENS.labels("completion", model).inc(outcome.completion_tokens)
+        if progress.first_token_at is not None:
+            metrics.TIME_TO_FIRST_TOKEN.observe(progress.first_token_at - progress.started)
+            if progress.last_token_at and progress.last_token_at > progress.first_token_at:
+                span = progress.last_token_at - progress.first_token_at
+                metrics.TOKENS_PER_SECOND.observe(outcome.completion_tokens / span)
+
+    async def finish(self, status: str) -> None:
+        """End the reply as complete or cancelled."""
+        outcome = self.outcome(status)
+        await self._store_and_announce(outcome, "done", status=status, usage={
+            "prompt_tokens": outcome.prompt_tokens,
+            "completion_tokens": outcome.completion_tokens,
+            "estimated": outcome.usage_estimated,
+        })  # fmt: skip
+
+    async def fail(self, code: str, message: str) -> None:
+        """End the reply as an error, keeping whatever text had arrived (a partial reply)."""
+        outcome = self.outcome(Message.Status.ERROR)
+        outcome.error_code, outcome.error_message = code, message
+        await self._store_and_announce(outcome, "error", code=code, message=message)
+
+    async def _store_and_announce(
+        self, outcome: services.ReplyOutcome, frame_type: str, **fields: object
+    ) -> None:
+        # The database first: a client told "done" must find the reply stored.
+        if not await finish_reply(self.job.reply_id, outcome):
+            return  # the reaper ended it first; it already told the clients
+        await self.publisher.publish(
+            frame_type,
+            content=outcome.content,
+            html=render_markdown(outcome.content),
+            **fields,
+        )
+        await limits.add_tokens_used(
+            self.job.user_id, outcome.prompt_tokens + outcome.completion_tokens
+        )
+        self.observe(outcome)
+
+
+async def run_reply(reply_id: int) -> None:
+    """Generate one reply end to end. Safe to call again for the same reply (redelivery)."""
+    lock = ReplyLock(reply_id)
+    if not await lock.acquire(wait=settings.REPLY_LOCK_TTL + 1):
+        logger.info("Reply %s is being generated elsewhere; this delivery does nothing", reply_id)
+        return
+    try:
+        job = await claim_reply(reply_id)
+        if job is None:
+            return
+        await _generate(job)
+    finally:
+        await lock.release()
+
+
+async def _generate(job: services.ReplyJob) -> None:
+    publisher = replystream.ReplyPublisher(
+        job.reply_id, job.conversation_id, await replystream.last_seq(job.reply_id)
+    )
+    if job.attempt > 1 and publisher.seq > 0:
+        # A worker died mid-reply and this is the redelivery: clients drop what they had.
+        await publisher.publish("delta", text="", reset=True)
+    provider = provider_for(job.model)
+    run = ReplyRun(job, publisher, provider)
+    if provider is None:
+        await run.fail("provider_unavailable", "No provider serves this model any more.")
+        return
+
+    deadline = max(1, settings.REPLY_SOFT_TIME_LIMIT - DEADLINE_MARGIN_SECONDS)
+    streaming = asyncio.create_task(_stream_reply(provider, job, publisher, run.progress))
+    cancel_watch = asyncio.create_task(_wait_for_cancel(job.reply_id))
+    try:
+        done, _ = await asyncio.wait(
+            {streaming, cancel_watch}, timeout=deadline, return_when=asyncio.FIRST_COMPLETED
+        )
+        if streaming in done:
+            error = streaming.exception()
+            if error is None:
+                await run.finish(Message.Status.COMPLETE)
+            elif isinstance(error, ProviderError):
+                await run.fail(error.code, error.message)
+            else:
+                logger.error("Reply %s failed", job.reply_id, exc_info=error)
+                await run.fail("internal", "Something went wrong while writing the reply.")
+            return
+        # Stopped by the user or out of time: cancelling the stream closes the model's
+        # HTTP response, which is what makes the model stop generating.
+        streaming.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ProviderError):
+            await streaming
+        if cancel_watch in done:
+            await run.finish(Message.Status.CANCELLED)
+        else:
+            await run.fail("too_long", "The reply took longer than the time limit and was cut.")
+    finally:
+        for task in (streaming, cancel_watch):
+            task.cancel()
+        await asyncio.gather(streaming, cancel_watch, return_exceptions=True)
+        await provider.aclose()
+
+
+async def run_reply_in_own_loop(reply_id: int) -> None:
+    """The Celery entry point's coroutine: the reply, then this loop's connections closed."""
+    from channels.layers import get_channel_layer
+
+    try:
+        await run_reply(reply_id)
+    finally:
+        layer = get_channel_layer()
+        if hasattr(layer, "close_pools"):
+            await layer.close_pools()
+        from parley.redis_clients import close_channel_redis
+
+        await close_channel_redis()

@@ -1,0 +1,201 @@
+"""The periodic jobs' logic, callable without Celery (tests, management shell)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import statistics
+import time
+from collections import defaultdict
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from chat import replystream
+from chat.markdown import render_markdown
+from chat.models import Conversation, DailyUsage, Message, ProviderCheck, ProviderModel
+from chat.providers.registry import configured_providers
+from parley.redis_clients import close_channel_redis
+
+logger = logging.getLogger(__name__)
+
+PROVIDER_CHECK_RETENTION = dt.timedelta(days=7)
+# Grace beyond the hard time limit before a reply counts as stuck: a worker that is alive has
+# ended it by then.
+REAPER_GRACE = dt.timedelta(seconds=60)
+
+
+def purge_old_conversations() -> int:
+    """Delete conversations untouched for PARLEY_RETENTION_DAYS (0 keeps everything)."""
+    ProviderCheck.objects.filter(checked_at__lt=timezone.now() - PROVIDER_CHECK_RETENTION).delete()
+    if settings.RETENTION_DAYS <= 0:
+        return 0
+    cutoff = timezone.now() - dt.timedelta(days=settings.RETENTION_DAYS)
+    old = Conversation.objects.filter(updated_at__lt=cutoff)
+    count = old.count()
+    old.delete()
+    logger.info("Purged %d conversations untouched since %s", count, cutoff)
+    return count
+
+
+def _percentile(values: list[int], fraction: float) -> int | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return round(cuts[round(fraction * 100) - 1])
+
+
+def build_usage_report(day: str | None = None) -> int:
+    """Aggregate one UTC day's replies (yesterday by default) per user and model. Idempotent."""
+    target = dt.date.fromisoformat(day) if day else timezone.now().date() - dt.timedelta(days=1)
+    start = dt.datetime.combine(target, dt.time.min, tzinfo=dt.UTC)
+    end = start + dt.timedelta(days=1)
+    rows = Message.objects.filter(
+        role=Message.Role.ASSISTANT, finished_at__gte=start, finished_at__lt=end
+    ).values_list(
+        "conversation__user_id",
+        "model",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "time_to_first_token_ms",
+        "duration_ms",
+    )
+    groups: dict[tuple[int, str], list[tuple]] = defaultdict(list)
+    for user_id, model, *rest in rows:
+        groups[(user_id, model)].append(tuple(rest))
+    with transaction.atomic():
+        DailyUsage.objects.filter(day=target).exclude(
+            user_id__in={user for user, _ in groups}
+        ).delete()
+        for (user_id, model), replies in groups.items():
+            ttfts = sorted(r[3] for r in replies if r[3] is not None)
+            durations = sorted(r[4] for r in replies if r[4] is not None)
+            DailyUsage.objects.update_or_create(
+                day=target,
+                user_id=user_id,
+                model=model,
+                defaults={
+                    "requests": len(replies),
+                    "errors": sum(1 for r in replies if r[0] == Message.Status.ERROR),
+                    "cancelled": sum(1 for r in replies if r[0] == Message.Status.CANCELLED),
+                    "prompt_tokens": sum(r[1] for r in replies),
+                    "completion_tokens": sum(r[2] for r in replies),
+                    "ttft_p50_ms": _percentile(ttfts, 0.5),
+                    "ttft_p95_ms": _percentile(ttfts, 0.95),
+                    "duration_p50_ms": _percentile(durations, 0.5),
+                    "duration_p95_ms": _percentile(durations, 0.95),
+                },
+            )
+    return len(groups)
+
+
+@database_sync_to_async
+def _record_check(provider: str, ok: bool, latency_ms: int, models: list[str], error: str) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        ProviderCheck.objects.create(
+            provider=provider,
+            ok=ok,
+            latency_ms=latency_ms,
+            model_count=len(models),
+            error=error,
+        )
+        if not ok:
+            return
+        for name in models:
+            ProviderModel.objects.update_or_create(
+                provider=provider, name=name, defaults={"available": True, "last_seen_at": now}
+            )
+        ProviderModel.objects.filter(provider=provider).exclude(name__in=models).update(
+            available=False
+        )
+
+
+async def check_providers() -> int:
+    """Ask every configured provider for its models; refresh the list the UI offers."""
+    healthy = 0
+    try:
+        for provider in configured_providers():
+            started = time.monotonic()
+            try:
+                models = await provider.list_models()
+            except Exception as error:
+                await _record_check(
+                    provider.name,
+                    False,
+                    round((time.monotonic() - started) * 1000),
+                    [],
+                    f"{type(error).__name__}: {error}"[:500],
+                )
+                logger.warning("Provider %s failed its health check: %s", provider.name, error)
+            else:
+                await _record_check(
+                    provider.name, True, round((time.monotonic() - started) * 1000), models, ""
+                )
+                healthy += 1
+            finally:
+                await provider.aclose()
+    finally:
+        await close_channel_redis()
+    return healthy
+
+
+@database_sync_to_async
+def _stuck_replies() -> list[Message]:
+    cutoff = timezone.now() - dt.timedelta(seconds=settings.REPLY_TIME_LIMIT) - REAPER_GRACE
+    # A generating reply is judged by when its worker started it, a pending one by when it
+    # was queued (a long queue is not a dead worker).
+    stuck = Q(status=Message.Status.GENERATING, started_at__lt=cutoff) | Q(
+        status=Message.Status.PENDING, created_at__lt=cutoff
+    )
+    return list(
+        Message.objects.filter(stuck, role=Message.Role.ASSISTANT).select_related("conversation")
+    )
+
+
+@database_sync_to_async
+def _mark_stuck(reply_id: int, final_seq: int) -> bool:
+    return (
+        Message.objects.filter(pk=reply_id, status__in=Message.UNFINISHED).update(
+            status=Message.Status.ERROR,
+            error_code="stuck",
+            error_message="The reply was never finished (its worker was lost).",
+            final_seq=final_seq,
+            finished_at=timezone.now(),
+        )
+        == 1
+    )
+
+
+async def reap_stuck_replies() -> int:
+    """End replies still pending or generating past the hard time limit, telling the user."""
+    reaped = 0
+    try:
+        for reply in await _stuck_replies():
+            publisher = replystream.ReplyPublisher(
+                reply.pk, str(reply.conversation_id), await replystream.last_seq(reply.pk)
+            )
+            if await _mark_stuck(reply.pk, publisher.seq + 1):
+                await publisher.publish(
+                    "error",
+                    code="stuck",
+                    message="The reply was never finished (its worker was lost).",
+                    content=reply.content,
+                    html=render_markdown(reply.content),
+                )
+                reaped += 1
+    finally:
+        layer = get_channel_layer()
+        if hasattr(layer, "close_pools"):
+            await layer.close_pools()
+        await close_channel_redis()
+    if reaped:
+        logger.warning("Reaped %d stuck replies", reaped)
+    return reaped

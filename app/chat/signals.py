@@ -1,0 +1,43 @@
+"""Saving a user's message enqueues its reply, once the transaction that saved it commits."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+
+from chat.models import Message
+
+
+def enqueue_generation(reply_id: int) -> None:
+    """Queue the reply for a Celery worker after commit (the worker must see the rows).
+
+    In the benchmark-only in-process mode the consumer runs the generation itself.
+    """
+    if settings.GENERATION_MODE != "celery":
+        return
+    from chat.tasks import generate_reply
+
+    generate_reply.delay_on_commit(reply_id)
+
+
+@receiver(post_save, sender=Message, dispatch_uid="chat.enqueue_reply_for_user_message")
+def enqueue_reply_for_user_message(
+    sender: type[Message], instance: Message, created: bool, **_: object
+) -> None:
+    if not created or instance.role != Message.Role.USER:
+        return
+
+    def enqueue() -> None:
+        # The placeholder is created after the user message in the same transaction, so it
+        # is looked up once that transaction has committed.
+        reply_id = (
+            Message.objects.filter(reply_to=instance, superseded_at__isnull=True)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if reply_id is not None:
+            enqueue_generation(reply_id)
+
+    transaction.on_commit(enqueue)

@@ -1,0 +1,258 @@
+/* Parley chat client: plain JavaScript, no build step, works under a strict CSP.
+ *
+ * Speaks protocol v1 (app/PROTOCOL.md). Reply text streams in as plain text (textContent,
+ * never parsed as HTML); when a reply ends, the server's sanitized HTML rendering of the
+ * Markdown replaces it. Every reply frame carries a sequence number: frames already seen are
+ * ignored, a gap triggers a `resume`, and a reconnect announces what this page already has.
+ */
+(function () {
+  "use strict";
+
+  var PROTOCOL = 1;
+  var root = document.getElementById("chat");
+  if (!root) { return; }
+
+  var conversationId = root.dataset.conversation;
+  var list = document.getElementById("messages");
+  var form = document.getElementById("composer");
+  var prompt = document.getElementById("prompt");
+  var modelSelect = document.getElementById("model");
+  var sendButton = document.getElementById("send");
+  var stopButton = document.getElementById("stop");
+  var regenerateButton = document.getElementById("regenerate");
+  var connection = document.getElementById("connection");
+  var errorLine = document.getElementById("error-line");
+  var demoBanner = document.getElementById("demo-banner");
+
+  var socket = null;
+  var retries = 0;
+  var nextId = 1;
+  var replies = {};        // reply id -> {el, seq, text, done}
+  var activeReply = null;  // the reply id being written, if any
+
+  function setConnection(state, label) {
+    connection.dataset.state = state;
+    connection.textContent = label;
+  }
+
+  function showError(message) {
+    errorLine.textContent = message;
+    errorLine.hidden = false;
+  }
+
+  function clearError() {
+    errorLine.hidden = true;
+    errorLine.textContent = "";
+  }
+
+  function updateControls() {
+    var busy = activeReply !== null;
+    stopButton.hidden = !busy;
+    sendButton.disabled = busy;
+    var last = list.querySelector(".message.assistant:last-of-type");
+    regenerateButton.hidden = busy || !last;
+    demoBanner.hidden = !(modelSelect && modelSelect.value === "demo");
+  }
+
+  function scrollToEnd() {
+    list.scrollTop = list.scrollHeight;
+    window.scrollTo(0, document.body.scrollHeight);
+  }
+
+  function addUserMessage(messageId, text) {
+    if (messageId && list.querySelector('[data-message-id="' + messageId + '"]')) { return; }
+    var li = document.createElement("li");
+    li.className = "message user";
+    if (messageId) { li.dataset.messageId = messageId; }
+    var div = document.createElement("div");
+    div.className = "text";
+    div.textContent = text;
+    li.appendChild(div);
+    list.appendChild(li);
+    scrollToEnd();
+  }
+
+  function replyElement(replyId, model) {
+    var el = list.querySelector('[data-reply-id="' + replyId + '"]');
+    if (el) { return el; }
+    el = document.createElement("li");
+    el.className = "message assistant generating";
+    el.dataset.replyId = replyId;
+    el.dataset.status = "generating";
+    var meta = document.createElement("div");
+    meta.className = "meta";
+    meta.textContent = model || "";
+    if (model === "demo") {
+      var badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = "demo";
+      meta.appendChild(document.createTextNode(" "));
+      meta.appendChild(badge);
+    }
+    var text = document.createElement("div");
+    text.className = "text markdown";
+    var note = document.createElement("div");
+    note.className = "note";
+    el.appendChild(meta);
+    el.appendChild(text);
+    el.appendChild(note);
+    list.appendChild(el);
+    return el;
+  }
+
+  function track(replyId, model) {
+    if (!replies[replyId]) {
+      replies[replyId] = { el: replyElement(replyId, model), seq: 0, text: "", done: false };
+    }
+    return replies[replyId];
+  }
+
+  function startReply(frame) {
+    if (frame.replaces) {
+      var old = list.querySelector('[data-reply-id="' + frame.replaces + '"]');
+      if (old) { old.remove(); }
+      delete replies[frame.replaces];
+    }
+    var reply = track(frame.reply_id, frame.model);
+    reply.el.querySelector(".text").textContent = "";
+    activeReply = frame.reply_id;
+    updateControls();
+    scrollToEnd();
+  }
+
+  function finishReply(reply, frame, status) {
+    reply.done = true;
+    reply.el.className = "message assistant " + status;
+    reply.el.dataset.status = status;
+    // The server rendered this HTML from Markdown and sanitized it with an allow-list.
+    reply.el.querySelector(".text").innerHTML = frame.html || "";
+    var note = reply.el.querySelector(".note");
+    note.textContent = status === "cancelled" ? "Stopped." : (status === "error" ? frame.message : "");
+    if (activeReply === frame.reply_id) { activeReply = null; }
+    updateControls();
+    scrollToEnd();
+  }
+
+  function onReplyFrame(frame) {
+    var reply = track(frame.reply_id, frame.model);
+    if (frame.seq <= reply.seq) { return; }            // already have it
+    if (frame.seq > reply.seq + 1) {                   // a gap: ask for what is missing
+      send({ type: "resume", reply_id: frame.reply_id, after_seq: reply.seq });
+      return;
+    }
+    reply.seq = frame.seq;
+    if (frame.type === "delta") {
+      if (frame.reset) { reply.text = ""; }
+      reply.text += frame.text;
+      reply.el.querySelector(".text").textContent = reply.text;
+      if (!reply.done) { activeReply = frame.reply_id; updateControls(); }
+      scrollToEnd();
+    } else if (frame.type === "done") {
+      finishReply(reply, frame, frame.status);
+    } else if (frame.type === "error") {
+      finishReply(reply, frame, "error");
+    }
+  }
+
+  function onFrame(frame) {
+    if (frame.type === "delta" || ((frame.type === "done" || frame.type === "error") && frame.seq)) {
+      onReplyFrame(frame);
+    } else if (frame.type === "ack" && frame.message_id) {
+      // Our own message was drawn before the server knew its id; give it the id now so the
+      // `turn` frame that follows does not draw it twice.
+      var unsaved = list.querySelector(".message.user:not([data-message-id])");
+      if (unsaved && !frame.replaces) { unsaved.dataset.messageId = frame.message_id; }
+      startReply(frame);
+    } else if (frame.type === "turn") {
+      if (frame.text && !frame.replaces) { addUserMessage(frame.message_id, frame.text); }
+      startReply(frame);
+    } else if (frame.type === "error") {
+      showError(frame.message);
+    }
+  }
+
+  function send(frame) {
+    if (!socket || socket.readyState !== WebSocket.OPEN) {
+      showError("Not connected; reconnecting…");
+      return false;
+    }
+    frame.v = PROTOCOL;
+    frame.id = "c" + (nextId++);
+    socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  function resumeQuery() {
+    var parts = [];
+    Object.keys(replies).forEach(function (id) {
+      if (!replies[id].done) { parts.push(id + ":" + replies[id].seq); }
+    });
+    return parts.length ? "?resume=" + parts.join(",") : "";
+  }
+
+  function connect() {
+    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    var url = scheme + window.location.host + "/ws/chat/" + conversationId + "/" + resumeQuery();
+    setConnection("connecting", retries ? "Reconnecting…" : "Connecting…");
+    socket = new WebSocket(url);
+    socket.addEventListener("open", function () {
+      retries = 0;
+      setConnection("open", "Connected");
+    });
+    socket.addEventListener("message", function (event) {
+      var frame;
+      try { frame = JSON.parse(event.data); } catch (e) { return; }
+      onFrame(frame);
+    });
+    socket.addEventListener("close", function (event) {
+      socket = null;
+      if (event.code === 4401 || event.code === 4404) {
+        setConnection("closed", "Signed out");
+        return;
+      }
+      // Exponential backoff with jitter; a deploy closes sockets with 1012 and we come back.
+      retries += 1;
+      var delay = Math.min(10000, 250 * Math.pow(2, retries)) * (0.5 + Math.random() / 2);
+      setConnection("reconnecting", "Reconnecting…");
+      window.setTimeout(connect, delay);
+    });
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    var text = prompt.value;
+    if (!text.trim() || activeReply !== null) { return; }
+    clearError();
+    if (send({ type: "send", text: text, model: modelSelect ? modelSelect.value : undefined })) {
+      addUserMessage(null, text);
+      prompt.value = "";
+    }
+  });
+
+  prompt.addEventListener("keydown", function (event) {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+
+  stopButton.addEventListener("click", function () {
+    if (activeReply !== null) { send({ type: "cancel", reply_id: Number(activeReply) }); }
+  });
+
+  regenerateButton.addEventListener("click", function () {
+    clearError();
+    send({ type: "regenerate", model: modelSelect ? modelSelect.value : undefined });
+  });
+
+  if (modelSelect) { modelSelect.addEventListener("change", updateControls); }
+
+  var pending = root.dataset.pendingReply ? Number(root.dataset.pendingReply) : null;
+  if (pending) {
+    var pendingEl = list.querySelector('[data-reply-id="' + pending + '"]');
+    replies[pending] = { el: pendingEl, seq: 0, text: "", done: false };
+    activeReply = pending;
+  }
+  updateControls();
+  connect();
+})();

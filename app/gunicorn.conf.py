@@ -1,0 +1,60 @@
+"""Gunicorn settings for Parley: the one place for server settings.
+
+Every value comes from a PARLEY_* (or GUNICORN_*) environment variable with a sane default;
+app/README.md lists them. Run: `gunicorn -c gunicorn.conf.py parley.asgi:application`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"PARLEY_{name}") or os.environ.get(f"GUNICORN_{name}") or default
+
+
+wsgi_app = "parley.asgi:application"
+bind = _env("BIND", "127.0.0.1:8000").split(",")
+# LLM traffic is I/O-bound and each Uvicorn worker is an event loop holding many sockets, so
+# one worker per core (plus one) rather than Gunicorn's 2n+1 for sync workers.
+workers = int(_env("WEB_CONCURRENCY", str(multiprocessing.cpu_count() + 1)))
+worker_class = "uvicorn_worker.UvicornWorker"
+# Recycle workers now and then (memory growth); the jitter keeps them from restarting together.
+max_requests = int(_env("MAX_REQUESTS", "2000"))
+max_requests_jitter = int(_env("MAX_REQUESTS_JITTER", "200"))
+# On TERM/HUP, open sockets get this long to finish; Uvicorn then closes WebSockets with 1012
+# and clients reconnect and resume.
+graceful_timeout = int(_env("GRACEFUL_TIMEOUT", "30"))
+timeout = int(_env("TIMEOUT", "60"))
+keepalive = int(_env("KEEPALIVE", "5"))
+# Only these peers may set X-Forwarded-For/Proto (the lb's nginx).
+forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+proxy_allow_ips = forwarded_allow_ips
+accesslog = _env("ACCESS_LOG", "-")
+errorlog = "-"
+loglevel = _env("LOG_LEVEL", "info").lower()
+proc_name = "parley-web"
+
+# Prometheus multiprocess mode: each worker writes its samples under this directory, /metrics
+# aggregates them. It is emptied at start so dead workers' counters do not linger.
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(
+    Path(tempfile.gettempdir()) / f"parley-web-metrics-{os.getpid()}"
+)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def on_starting(server: object) -> None:
+    path = Path(_metrics_dir)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True, mode=0o700)
+
+
+def child_exit(server: object, worker: object) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
