@@ -1,0 +1,64 @@
+# Parley's entry points. `make demo` brings the service up locally, `make test` runs every
+# test; both prepare what they need (virtualenv, Docker engine, base images) on their own.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Keep Ansible's and Molecule's state inside the checkout, not in the caller's home.
+export ANSIBLE_HOME := $(CURDIR)/.cache/ansible
+export MOLECULE_GLOB := molecule/*/molecule.yml
+
+# Every Molecule scenario the test command runs, and how many run at once.
+SCENARIOS := common
+MOLECULE_WORKERS ?= 2
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements.txt
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create .venv with the pinned control-node tools
+
+.PHONY: lock
+lock: venv ## Re-pin requirements.txt (with hashes) from requirements.in
+	$(VENV)/bin/pip install --quiet uv
+	$(VENV)/bin/uv pip compile --quiet --python-version 3.11 --generate-hashes requirements.in -o requirements.txt
+
+.PHONY: testbed
+testbed: ## Docker engine, base images, network and caches (idempotent)
+	testbed/testbed prepare
+
+.PHONY: lint
+lint: venv ## yamllint, ansible-lint (production profile), ruff, role docs up to date
+	yamllint --strict .
+	ansible-lint
+	ruff check --extend-exclude app .
+	ruff format --check --extend-exclude app .
+	scripts/role-docs --check
+
+.PHONY: docs
+docs: venv ## Regenerate every role README's variable table from its argument specs
+	scripts/role-docs
+
+.PHONY: molecule
+molecule: venv testbed ## Run every Molecule scenario (converge, idempotence, verify)
+	scripts/run-scenarios $(MOLECULE_WORKERS) $(SCENARIOS)
+
+.PHONY: test
+test: lint molecule ## Run every test: lint, then each Molecule scenario
+	@echo "make test: every check passed"
+
+.PHONY: demo
+demo: venv testbed ## Bring up the local demo host and converge it
+	ansible-playbook playbooks/demo.yml
+
+.PHONY: demo-down
+demo-down: venv ## Remove the local demo containers
+	ansible-playbook playbooks/demo.yml --tags down --limit localhost

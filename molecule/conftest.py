@@ -1,0 +1,146 @@
+"""Helpers every scenario's verify tests share.
+
+Scenario hosts are docker containers; tests reach them with testinfra's docker backend and,
+for what must be proven from the outside, through a probe container on the same network.
+A test that needs one run per target host takes the `target` argument: it is parametrized
+with every host of the scenario's `targets` group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra
+import yaml
+from testinfra.host import Host
+
+BOOT_TIMEOUT = 120
+
+
+def _inventory() -> dict[str, Any]:
+    path = os.environ.get("MOLECULE_INVENTORY_FILE")
+    if not path:
+        pytest.exit("MOLECULE_INVENTORY_FILE is not set: run these tests through molecule verify")
+    return yaml.safe_load(Path(path).read_text())
+
+
+def hosts_in(group: str) -> list[str]:
+    """Names of the scenario hosts in an inventory group, in inventory order.
+
+    Molecule writes each group as a top-level key of its inventory file.
+    """
+    names = list((_inventory().get(group) or {}).get("hosts") or {})
+    if not names:
+        pytest.fail(f"the scenario has no host in group {group!r}", pytrace=False)
+    return names
+
+
+def host(name: str) -> Host:
+    return testinfra.get_host(f"docker://{name}")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "target" in metafunc.fixturenames:
+        metafunc.parametrize("target", hosts_in("targets"))
+
+
+@pytest.fixture(scope="session")
+def probe() -> Host:
+    names = hosts_in("probe")
+    assert names, "the scenario declares no host in group 'probe'"
+    return host(names[0])
+
+
+def port_states(probe: Host, target: str, ports: list[int], *, udp: bool = False) -> dict[int, str]:
+    """What nmap on the probe sees of each port: open, closed or filtered."""
+    spec = ",".join(str(p) for p in ports)
+    scan = "-sU" if udp else "-sT"
+    result = probe.run(
+        f"nmap -Pn -n {scan} --max-retries 1 --host-timeout 60s -p {spec} -oG - {target}"
+    )
+    assert result.rc == 0, result.stderr
+    states: dict[int, str] = {}
+    for line in result.stdout.splitlines():
+        if "Ports:" not in line:
+            continue
+        for entry in line.split("Ports:", 1)[1].split(","):
+            number, state = entry.strip().split("/")[:2]
+            states[int(number)] = state
+    assert set(states) == set(ports), f"nmap reported {states} for {ports}:\n{result.stdout}"
+    return states
+
+
+def reboot(name: str) -> None:
+    """Restart a container and wait until systemd has booted it again."""
+    subprocess.run(["docker", "restart", "-t", "30", name], check=True, capture_output=True)
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    state = ""
+    while time.monotonic() < deadline:
+        state = subprocess.run(
+            ["docker", "exec", name, "systemctl", "is-system-running", "--wait"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        if state in {"running", "degraded"}:
+            return
+        time.sleep(1)
+    pytest.fail(f"{name} did not boot within {BOOT_TIMEOUT} s (systemd says {state!r})")
+
+
+@dataclass
+class PlaybookRun:
+    """Outcome of one ansible-playbook run, from the json callback."""
+
+    rc: int
+    stats: dict[str, dict[str, int]]
+    failed_tasks: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    output: str = ""
+
+
+def run_playbook(
+    playbook: list[dict[str, Any]], extra_vars: dict[str, Any] | None = None
+) -> PlaybookRun:
+    """Run a playbook against the scenario's inventory and report what happened."""
+    env = dict(os.environ)
+    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
+    with tempfile.TemporaryDirectory() as workdir:
+        book = Path(workdir) / "play.yml"
+        book.write_text(yaml.safe_dump(playbook))
+        command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(book)]
+        if extra_vars:
+            command += ["--extra-vars", json.dumps(extra_vars)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    try:
+        report = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        return PlaybookRun(rc=done.returncode, stats={}, output=done.stdout + done.stderr)
+    failed: list[str] = []
+    messages: list[str] = []
+    for play in report.get("plays", []):
+        for task in play.get("tasks", []):
+            for outcome in task.get("hosts", {}).values():
+                if outcome.get("failed"):
+                    failed.append(task["task"]["name"])
+                    # A loop's own message only says an item failed; the items say why.
+                    items = [
+                        r.get("msg", "") for r in outcome.get("results", []) if r.get("failed")
+                    ]
+                    messages.append(" | ".join([str(outcome.get("msg", "")), *map(str, items)]))
+    return PlaybookRun(
+        rc=done.returncode,
+        stats=report.get("stats", {}),
+        failed_tasks=failed,
+        messages=messages,
+        output=done.stderr,
+    )
