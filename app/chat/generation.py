@@ -304,6 +304,10 @@ async def run_reply(reply_id: int) -> None:
 
 
 async def _generate(job: services.ReplyJob) -> None:
+    if job.attempt == 1:
+        # Nothing can have been published for a first attempt: whatever is there belongs to
+        # an older reply that had the same id (a database restored under a live Redis).
+        await replystream.discard(job.reply_id)
     publisher = replystream.ReplyPublisher(
         job.reply_id, job.conversation_id, await replystream.last_seq(job.reply_id)
     )

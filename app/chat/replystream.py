@@ -48,6 +48,10 @@ async def last_seq(reply_id: int) -> int:
     return int(entry_id.split("-", 1)[1])
 
 
+async def discard(reply_id: int) -> None:
+    await channel_redis().delete(stream_key(reply_id))
+
+
 async def request_cancel(reply_id: int) -> None:
     redis = channel_redis()
     async with redis.pipeline(transaction=False) as pipe:

@@ -1,0 +1,159 @@
+"""Start and stop the real processes the tests talk to: fake LLM, Gunicorn, Celery worker/Beat."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent.parent
+ARTIFACTS = APP_DIR / ".artifacts"
+VENV_BIN = Path(sys.executable).parent
+
+WEB_PORT = 58000
+FAKELLM_PORT = 58100
+WORKER_METRICS_PORT = 58009
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310  (loopback)
+            return response.status == 200
+    except OSError:
+        return False
+
+
+class Process:
+    """A child process in its own process group, logging to .artifacts/<name>.log."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.name = name
+        self.log_path = ARTIFACTS / f"{name}.log"
+        self.log = self.log_path.open("ab")
+        self.log.write(f"\n===== start {time.ctime()} {' '.join(argv)}\n".encode())
+        self.log.flush()
+        self.popen = subprocess.Popen(
+            argv,
+            cwd=APP_DIR,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15) -> None:
+        """TERM the whole process group, then KILL what is left."""
+        if self.alive():
+            with_group(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with_group(self.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        # Pool children may outlive their parent for a moment.
+        with_group(self.pid, signal.SIGKILL)
+        self.log.close()
+
+    def children(self) -> list[int]:
+        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        try:
+            return [int(pid) for pid in path.read_text().split()]
+        except FileNotFoundError:
+            return []
+
+
+def with_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+def base_env(database_url: str, **overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="parley.settings.test",
+        PARLEY_DATABASE_URL=database_url,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+def start_fakellm(port: int = FAKELLM_PORT) -> Process:
+    process = Process(
+        "fakellm",
+        [sys.executable, "-m", "fakellm", "--host", "127.0.0.1", "--port", str(port),
+         "--ttft-ms", "20", "--tokens-per-second", "200", "--reply-tokens", "60"],
+        dict(os.environ),
+    )  # fmt: skip
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/v1/models"), 15, "fakellm")
+    return process
+
+
+def start_web(env: dict[str, str], port: int = WEB_PORT, name: str = "web") -> Process:
+    metrics_dir = ARTIFACTS / f"{name}-metrics"
+    process = Process(
+        name,
+        [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py"],
+        {
+            **env,
+            "PARLEY_BIND": f"127.0.0.1:{port}",
+            "PARLEY_WEB_CONCURRENCY": "2",
+            "PARLEY_GRACEFUL_TIMEOUT": "3",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        },
+    )
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 30, f"{name} server")
+    return process
+
+
+def start_worker(env: dict[str, str], name: str = "worker") -> Process:
+    metrics_dir = ARTIFACTS / f"{name}-metrics"
+    if metrics_dir.exists():
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink()
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    process = Process(
+        name,
+        [str(VENV_BIN / "celery"), "-A", "parley", "worker", "--pool", "prefork",
+         "--concurrency", "2", "--loglevel", "INFO", "--hostname", f"{name}@%h"],
+        {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+    )  # fmt: skip
+    wait_until(lambda: " ready." in process.log_text().rsplit("===== start", 1)[-1], 60, name)
+    return process
+
+
+def start_beat(env: dict[str, str], name: str) -> Process:
+    return Process(
+        name,
+        [str(VENV_BIN / "celery"), "-A", "parley", "beat", "--loglevel", "INFO",
+         "--pidfile", ""],
+        env,
+    )  # fmt: skip

@@ -1,0 +1,90 @@
+"""A worker killed mid-reply, and model endpoints that fail: the user always gets an answer."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from chat.models import Message
+from tests.chatclient import ChatSocket, assert_contiguous, delta_text
+from tests.conftest import fake_llm_request
+
+
+def test_worker_killed_mid_reply_is_redelivered_and_completes(chat: ChatSocket, worker) -> None:
+    ack = chat.send_message("survive a crash [fakellm:tokens=250 tps=60]")
+    reply_id = ack["reply_id"]
+    chat.recv_until(lambda f: f["type"] == "delta" and f["reply_id"] == reply_id)
+    children = worker.children()
+    assert children, "the prefork pool has no processes"
+    for pid in children:  # one of them is writing this reply
+        os.kill(pid, signal.SIGKILL)
+
+    frames = chat.reply_frames(reply_id, timeout=90)
+    done = frames[-1]
+    assert done["type"] == "done", done
+    assert done["status"] == "complete"
+    assert_contiguous(frames)
+    assert any(f.get("reset") for f in frames), "the client was not told to start over"
+    # After the reset, the deltas spell exactly the stored reply: no duplicated text.
+    assert delta_text(frames) == done["content"]
+    assert len(done["content"].split()) == 250
+
+    replies = Message.objects.filter(reply_to_id=ack["message_id"])
+    assert replies.count() == 1, "a redelivered task stored a second reply"
+    reply = replies.get()
+    assert reply.status == Message.Status.COMPLETE
+    assert reply.attempt == 2
+    assert reply.content == done["content"]
+    assert worker.alive()
+
+
+def test_rate_limited_provider_is_retried_then_succeeds(chat: ChatSocket) -> None:
+    ack = chat.send_message("busy model [fakellm:429x2]")
+    done = chat.reply_frames(ack["reply_id"])[-1]
+    assert done["type"] == "done" and done["status"] == "complete"
+    outcomes = [r["outcome"] for r in fake_llm_request("GET", "/_fakellm/requests")]
+    assert outcomes == ["failed_429", "failed_429", "completed"]
+    assert Message.objects.get(pk=ack["reply_id"]).status == Message.Status.COMPLETE
+
+
+def test_provider_failing_for_good_ends_with_a_clear_error(chat: ChatSocket) -> None:
+    ack = chat.send_message("broken model [fakellm:500]")
+    frames = chat.reply_frames(ack["reply_id"])
+    error = frames[-1]
+    assert error["type"] == "error"
+    assert error["code"] == "provider_unavailable"
+    assert "HTTP 500" in error["message"]
+    outcomes = [r["outcome"] for r in fake_llm_request("GET", "/_fakellm/requests")]
+    assert outcomes == ["failed_500"] * 3  # the first try and two retries
+    reply = Message.objects.get(pk=ack["reply_id"])
+    assert reply.status == Message.Status.ERROR
+    assert reply.error_code == "provider_unavailable"
+    assert reply.content == ""
+    # The conversation is not stuck: the next message is accepted and answered.
+    again = chat.send_message("is it back?")
+    assert chat.reply_frames(again["reply_id"])[-1]["type"] == "done"
+
+
+def test_hanging_provider_times_out(chat: ChatSocket) -> None:
+    ack = chat.send_message("silent model [fakellm:hang]")
+    error = chat.reply_frames(ack["reply_id"], timeout=60)[-1]
+    assert error["type"] == "error"
+    assert error["code"] == "timeout"
+    assert Message.objects.get(pk=ack["reply_id"]).status == Message.Status.ERROR
+
+
+def test_disconnect_mid_stream_keeps_the_partial_reply(chat: ChatSocket) -> None:
+    ack = chat.send_message("cut me off [fakellm:disconnect-after=12]")
+    frames = chat.reply_frames(ack["reply_id"])
+    error = frames[-1]
+    assert error["type"] == "error"
+    assert error["code"] == "stream_interrupted"
+    # The twelve tokens that arrived are kept, once: no retry after the first token.
+    assert len(error["content"].split()) == 12
+    assert delta_text(frames) == error["content"]
+    assert len(fake_llm_request("GET", "/_fakellm/requests")) == 1
+    reply = Message.objects.get(pk=ack["reply_id"])
+    assert reply.status == Message.Status.ERROR
+    assert reply.content == error["content"]
+    assert reply.usage_estimated
+    assert reply.completion_tokens >= 12
