@@ -48,6 +48,7 @@ class Process:
         self.name = name
         self.log_path = ARTIFACTS / f"{name}.log"
         self.log = self.log_path.open("ab")
+        self.log_start = self.log.tell()
         self.log.write(f"\n===== start {time.ctime()} {' '.join(argv)}\n".encode())
         self.log.flush()
         self.popen = subprocess.Popen(
@@ -67,7 +68,10 @@ class Process:
         return self.popen.poll() is None
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """What this run of the process logged (the file keeps earlier runs too)."""
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_start)
+            return log.read().decode(errors="replace")
 
     def stop(self, timeout: float = 15) -> None:
         """TERM the whole process group, then KILL what is left."""
@@ -146,7 +150,7 @@ def start_worker(env: dict[str, str], name: str = "worker") -> Process:
          "--concurrency", "2", "--loglevel", "INFO", "--hostname", f"{name}@%h"],
         {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
     )  # fmt: skip
-    wait_until(lambda: " ready." in process.log_text().rsplit("===== start", 1)[-1], 60, name)
+    wait_until(lambda: " ready." in process.log_text(), 60, name)
     return process
 
 

@@ -70,13 +70,13 @@ def available_models() -> list[ModelChoice]:
         choices.append(ModelChoice(DEMO_MODEL, demo_provider().label, "demo"))
     if settings.LLM_BASE_URL:
         label = settings.LLM_PROVIDER_LABEL
-        names = list(settings.LLM_MODELS)
-        if not names:
-            names = list(
-                ProviderModel.objects.filter(provider="openai", available=True).values_list(
-                    "name", flat=True
-                )
-            )
+        seen = ProviderModel.objects.filter(provider="openai")
+        if settings.LLM_MODELS:
+            # Configured models, less those the last health check found missing.
+            missing = set(seen.filter(available=False).values_list("name", flat=True))
+            names = [name for name in settings.LLM_MODELS if name not in missing]
+        else:
+            names = list(seen.filter(available=True).values_list("name", flat=True))
         if settings.DEFAULT_MODEL and settings.DEFAULT_MODEL not in names:
             names.insert(0, settings.DEFAULT_MODEL)
         choices.extend(ModelChoice(name, f"{name} ({label})", "openai") for name in names)

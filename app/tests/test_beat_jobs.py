@@ -1,0 +1,131 @@
+"""Every periodic job does its job, run by the real Celery worker; the schedules are seeded."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.core.management import call_command
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from chat import tasks
+from chat.models import (
+    Conversation,
+    DailyUsage,
+    Message,
+    ProviderCheck,
+    ProviderModel,
+)
+from chat.providers.registry import available_models
+from tests.chatclient import ChatSocket
+from tests.processes import wait_until
+
+
+def test_seed_schedules_is_idempotent(transactional_db) -> None:
+    call_command("seed_schedules")
+    call_command("seed_schedules")
+    names = sorted(PeriodicTask.objects.values_list("name", flat=True))
+    assert names == [
+        "parley: daily usage report",
+        "parley: provider health check",
+        "parley: purge old conversations",
+        "parley: reap stuck replies",
+    ]
+    assert PeriodicTask.objects.get(name="parley: provider health check").interval.every == 60
+    assert PeriodicTask.objects.get(name="parley: daily usage report").crontab.hour == "0"
+
+
+def test_purge_deletes_only_old_conversations(stack, user) -> None:
+    old = Conversation.objects.create(user=user, title="old")
+    Conversation.objects.filter(pk=old.pk).update(updated_at=timezone.now() - dt.timedelta(days=91))
+    Message.objects.create(conversation=old, role="user", content="forget me")
+    recent = Conversation.objects.create(user=user, title="recent")
+    tasks.purge_old_conversations.delay()
+    wait_until(lambda: not Conversation.objects.filter(pk=old.pk).exists(), 30, "the purge")
+    assert Conversation.objects.filter(pk=recent.pk).exists()
+    assert not Message.objects.filter(content="forget me").exists()
+
+
+def _finished_reply(conversation, day, *, ttft, duration, status="complete", tokens=10):
+    user_message = Message.objects.create(conversation=conversation, role="user", content="q")
+    reply = Message.objects.create(
+        conversation=conversation, role="assistant", reply_to=user_message, model="fake-model",
+        status=status, content="a", prompt_tokens=5, completion_tokens=tokens,
+        time_to_first_token_ms=ttft, duration_ms=duration,
+    )  # fmt: skip
+    Message.objects.filter(pk=reply.pk).update(finished_at=day)
+    return reply
+
+
+def test_daily_usage_report(stack, user, conversation) -> None:
+    yesterday = timezone.now() - dt.timedelta(days=1)
+    for ttft in range(10, 110, 10):  # ten replies, ttft 10..100 ms
+        _finished_reply(conversation, yesterday, ttft=ttft, duration=ttft * 10)
+    _finished_reply(conversation, yesterday, ttft=None, duration=5, status="error", tokens=0)
+    _finished_reply(conversation, timezone.now(), ttft=1, duration=1)  # today: not in the report
+
+    tasks.build_usage_report.delay()
+    row = wait_until(lambda: DailyUsage.objects.filter(user=user).first(), 30, "the report")
+    assert row.day == yesterday.date()
+    assert row.model == "fake-model"
+    assert row.requests == 11
+    assert row.errors == 1
+    assert row.prompt_tokens == 55
+    assert row.completion_tokens == 100
+    assert row.ttft_p50_ms == 55
+    assert row.ttft_p95_ms == 96
+    assert row.duration_p95_ms is not None
+
+    tasks.build_usage_report.delay()  # running it again changes nothing
+    wait_until(
+        lambda: DailyUsage.objects.get(pk=row.pk).generated_at > row.generated_at, 30, "rerun"
+    )
+    assert DailyUsage.objects.filter(user=user).count() == 1
+
+
+def test_usage_report_is_in_the_admin(stack, client, django_user_model, user) -> None:
+    DailyUsage.objects.create(
+        day=timezone.now().date(), user=user, model="fake-model", requests=3, prompt_tokens=7
+    )
+    admin = django_user_model.objects.create_superuser("boss", "boss@example.org", "a-pass-123")
+    client.force_login(admin)
+    page = client.get("/admin/chat/dailyusage/")
+    assert page.status_code == 200
+    assert user.username in page.text and "fake-model" in page.text
+
+
+def test_provider_health_check_refreshes_the_model_list(stack, settings) -> None:
+    # Discover the endpoint's models instead of configuring them.
+    settings.LLM_MODELS = []
+    settings.DEFAULT_MODEL = ""
+    assert [m.id for m in available_models()] == ["demo"]
+    tasks.check_providers.delay()
+    wait_until(lambda: ProviderCheck.objects.filter(provider="openai").exists(), 30, "the check")
+    check = ProviderCheck.objects.get(provider="openai")
+    assert check.ok and check.model_count == 2
+    assert ProviderCheck.objects.get(provider="demo").ok
+    assert set(ProviderModel.objects.values_list("name", flat=True)) == {
+        "demo", "fake-model", "fake-large",
+    }  # fmt: skip
+    assert [m.id for m in available_models()] == ["demo", "fake-large", "fake-model"]
+
+
+def test_reaper_ends_stuck_replies_and_tells_the_user(chat: ChatSocket, conversation) -> None:
+    user_message = Message.objects.create(conversation=conversation, role="user", content="q")
+    stuck = Message.objects.create(
+        conversation=conversation, role="assistant", reply_to=user_message, model="fake-model",
+        status="generating", started_at=timezone.now() - dt.timedelta(hours=2),
+    )  # fmt: skip
+    fresh_message = Message.objects.create(conversation=conversation, role="user", content="q2")
+    fresh = Message.objects.create(
+        conversation=conversation, role="assistant", reply_to=fresh_message, model="fake-model",
+        status="generating", started_at=timezone.now(),
+    )  # fmt: skip
+    tasks.reap_stuck_replies.delay()
+    error = chat.recv_until(lambda f: f.get("reply_id") == stuck.pk)
+    assert error["type"] == "error"
+    assert error["code"] == "stuck"
+    stuck.refresh_from_db()
+    assert stuck.status == Message.Status.ERROR
+    fresh.refresh_from_db()
+    assert fresh.status == Message.Status.GENERATING

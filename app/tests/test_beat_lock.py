@@ -1,0 +1,47 @@
+"""Two Beat processes started by mistake send each periodic task once, not twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from chat.models import ProviderCheck
+from tests.processes import start_beat, wait_until
+
+INTERVAL = 2
+
+
+def _runs() -> list[float]:
+    return sorted(c.checked_at.timestamp() for c in ProviderCheck.objects.filter(provider="openai"))
+
+
+def test_two_beats_send_each_task_once(stack, service_env) -> None:
+    every, _ = IntervalSchedule.objects.get_or_create(every=INTERVAL, period="seconds")
+    PeriodicTask.objects.create(name="health check", task="chat.check_providers", interval=every)
+    env = {**service_env, "PARLEY_BEAT_LOCK_TTL": "3"}
+    beats = [start_beat(env, "beat-a"), start_beat(env, "beat-b")]
+    try:
+        wait_until(lambda: len(_runs()) >= 1, 30, "the first run")
+        started = time.time()
+        time.sleep(12)
+        window = [t for t in _runs() if t >= started]
+        # One Beat sends every INTERVAL seconds; two unguarded Beats would double this.
+        assert 4 <= len(window) <= 12 / INTERVAL + 2, window
+        gaps = [b - a for a, b in zip(_runs(), _runs()[1:], strict=False)]
+        assert min(gaps) >= INTERVAL * 0.5, gaps
+        leaders = [b for b in beats if "took the leader lock" in b.log_text()]
+        assert len(leaders) == 1
+
+        # The leader dies without releasing its lock; the other takes over within the TTL.
+        os.killpg(leaders[0].pid, signal.SIGKILL)
+        leaders[0].popen.wait(5)
+        killed_at = time.time()
+        standby = next(b for b in beats if b is not leaders[0])
+        wait_until(lambda: "took the leader lock" in standby.log_text(), 15, "the takeover")
+        wait_until(lambda: len([t for t in _runs() if t > killed_at]) >= 2, 20, "runs resumed")
+    finally:
+        for beat in beats:
+            beat.stop()

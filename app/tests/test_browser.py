@@ -1,0 +1,153 @@
+"""The chat page in headless Chromium, under the production Content-Security-Policy.
+
+Signs in, opens a chat, sends a message, watches the reply stream in, stops it, and checks
+that model output can never run script (the XSS payload below is echoed by the fake model).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+
+from chat.models import Message
+from tests.processes import WEB_PORT
+
+BASE = f"http://127.0.0.1:{WEB_PORT}"
+# What nginx on the lb host sends in production.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+)
+XSS = (
+    '<script>window.__pwned = 1</script> <img src=x onerror="window.__pwned = 2"> '
+    "[click me](javascript:window.__pwned=3) **bold**"
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls in these tests
+    # are plain synchronous ones in between browser steps.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu",
+                  "--disable-component-update", "--disable-sync"],
+        )  # fmt: skip
+        yield browser
+        browser.close()
+    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+@pytest.fixture
+def page(browser: Browser, stack: None) -> Iterator[Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    page.csp_violations = []  # type: ignore[attr-defined]
+    page.dialogs = []  # type: ignore[attr-defined]
+
+    def with_csp(route: Route) -> None:
+        response = route.fetch(max_redirects=0)
+        route.fulfill(
+            response=response, headers={**response.headers, "content-security-policy": CSP}
+        )
+
+    page.route("**/*", with_csp)
+    page.on("console", lambda message: page.csp_violations.append(message.text)  # type: ignore[attr-defined]
+            if "Content Security Policy" in message.text else None)  # fmt: skip
+    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))  # type: ignore[attr-defined]
+    yield page
+    context.close()
+
+
+def sign_in(page: Page, user) -> None:
+    page.goto(f"{BASE}/")
+    expect(page).to_have_url(f"{BASE}/login/?next=/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", "a-test-password-1")
+    page.click("button[type=submit]")
+    page.click("#new-chat")
+    expect(page.locator("#connection")).to_have_text("Connected")
+
+
+def test_send_watch_it_stream_and_stop(page: Page, user) -> None:
+    sign_in(page, user)
+    page.select_option("#model", "fake-model")
+    page.fill("#prompt", "stream slowly please [fakellm:tokens=600 tps=30]")
+    page.keyboard.press("Enter")
+
+    reply = page.locator(".message.assistant").last
+    expect(reply).to_have_class("message assistant generating")
+    text = reply.locator(".text")
+    expect(text).not_to_have_text("")
+    first = len(text.inner_text())
+    page.wait_for_function(
+        "n => document.querySelector('.message.assistant:last-of-type .text').innerText.length > n",
+        arg=first + 20,
+    )
+    expect(page.locator("#stop")).to_be_visible()
+    page.click("#stop")
+    expect(reply).to_have_class("message assistant cancelled")
+    expect(reply.locator(".note")).to_have_text("Stopped.")
+    expect(page.locator("#send")).to_be_enabled()
+
+    stored = Message.objects.get(role="assistant", conversation__user=user)
+    assert stored.status == Message.Status.CANCELLED
+    assert reply.locator(".text").inner_text().strip() == stored.content.strip()
+    # The user's message and the stopped reply are still there after a reload.
+    page.reload()
+    expect(page.locator(".message.user")).to_have_text(
+        ["stream slowly please [fakellm:tokens=600 tps=30]"]
+    )
+    expect(page.locator(".message.assistant .note")).to_have_text("Stopped.")
+    assert page.csp_violations == []  # type: ignore[attr-defined]
+
+    page.click("#sign-out")
+    expect(page).to_have_url(f"{BASE}/login/")
+
+
+def test_model_output_cannot_run_script(page: Page, user) -> None:
+    sign_in(page, user)
+    page.select_option("#model", "fake-model")
+    page.fill("#prompt", f"[fakellm:echo] {XSS}")
+    page.click("#send")
+    reply = page.locator(".message.assistant").last
+    expect(reply).to_have_class("message assistant complete", timeout=20_000)
+    expect(reply.locator("strong")).to_have_text("bold")  # Markdown is rendered
+    expect(reply.locator(".text")).to_contain_text("<script>window.__pwned = 1</script>")
+    assert reply.locator("script, img, [onerror]").count() == 0
+    assert reply.locator("a[href^=javascript]").count() == 0
+    page.reload()  # the server-rendered history is sanitized the same way
+    expect(page.locator(".message.assistant strong")).to_have_text("bold")
+    assert page.evaluate("window.__pwned") is None
+    assert page.dialogs == []  # type: ignore[attr-defined]
+    assert page.csp_violations == []  # type: ignore[attr-defined]
+
+
+def test_a_deploy_mid_reply_reconnects_and_resumes(page: Page, user, web) -> None:
+    sign_in(page, user)
+    page.evaluate("""() => {
+        const badge = document.getElementById('connection');
+        window.__states = [];
+        new MutationObserver(() => window.__states.push(badge.dataset.state))
+            .observe(badge, {attributes: true});
+    }""")
+    page.select_option("#model", "fake-model")
+    page.fill("#prompt", "survive a deploy [fakellm:tokens=300 tps=40]")
+    page.click("#send")
+    reply = page.locator(".message.assistant").last
+    expect(reply.locator(".text")).not_to_have_text("")
+    # A deploy: Gunicorn replaces its workers, which close their sockets (1012).
+    os.kill(web.pid, signal.SIGHUP)
+    expect(reply).to_have_class("message assistant complete", timeout=30_000)
+    expect(page.locator("#connection")).to_have_text("Connected")
+    assert "reconnecting" in page.evaluate("window.__states")
+    stored = Message.objects.get(role="assistant", conversation__user=user)
+    assert stored.status == Message.Status.COMPLETE
+    # The streamed text was replaced by the rendered final reply: same words, none twice.
+    assert reply.locator(".text").inner_text().split() == stored.content.split()

@@ -1,0 +1,38 @@
+"""Health, metrics and the Redis ACL contract, checked against the running processes."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from tests.chatclient import ChatSocket
+from tests.processes import WEB_PORT, WORKER_METRICS_PORT, wait_until
+
+
+def _text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310  (loopback)
+        return response.read().decode()
+
+
+def test_healthz(web) -> None:
+    assert _text(f"http://127.0.0.1:{WEB_PORT}/healthz") == '{"status": "ok"}'
+
+
+def test_metrics_from_web_and_worker(chat: ChatSocket) -> None:
+    ack = chat.send_message("measure me")
+    chat.reply_frames(ack["reply_id"])
+    # Both Gunicorn workers' samples are aggregated (multiprocess mode).
+    web = _text(f"http://127.0.0.1:{WEB_PORT}/metrics")
+    assert "parley_websockets_open 1.0" in web
+    assert 'parley_ws_frames_total{type="send"}' in web
+    assert "parley_http_requests_total" in web
+
+    def worker_metrics() -> str | None:
+        text = _text(f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics")
+        return (
+            text if 'parley_replies_total{model="fake-model",status="complete"}' in text else None
+        )
+
+    text = wait_until(worker_metrics, 10, "worker metrics")
+    assert "parley_reply_time_to_first_token_seconds_count" in text
+    assert "parley_reply_tokens_per_second_bucket" in text
+    assert "parley_task_failures_total" in text or "parley_provider_retries_total" in text
