@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -46,19 +48,27 @@ class FrameBucket:
 
 
 async def message_rate_exceeded(user_id: int) -> int:
-    """Count one message; return seconds to wait if over the limit, else 0."""
+    """Count one message; return seconds to wait if over the limit, else 0.
+
+    A sliding window (a sorted set of send times), so the limit holds over any window of
+    RATE_LIMIT_WINDOW seconds, not only within calendar minutes.
+    """
     window = settings.RATE_LIMIT_WINDOW
-    now = int(time.time())
-    bucket = now // window
-    name = key("ratelimit", "messages", user_id, bucket)
+    now = time.time()
+    name = key("ratelimit", "messages", user_id)
+    member = f"{now:.6f}:{uuid.uuid4().hex[:8]}"
     redis = channel_redis()
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.incr(name)
+        pipe.zremrangebyscore(name, 0, now - window)
+        pipe.zadd(name, {member: now})
+        pipe.zcard(name)
+        pipe.zrange(name, 0, 0, withscores=True)
         pipe.expire(name, window + 1)
-        count, _ = await pipe.execute()
-    if count > settings.RATE_LIMIT_MESSAGES:
-        return (bucket + 1) * window - now
-    return 0
+        _, _, count, oldest, _ = await pipe.execute()
+    if count <= settings.RATE_LIMIT_MESSAGES:
+        return 0
+    await redis.zrem(name, member)  # a refused message does not use up the allowance
+    return max(1, math.ceil(oldest[0][1] + window - now))
 
 
 def _quota_key(user_id: int) -> str:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Start or stop the PostgreSQL cluster and the two Redis instances Parley needs locally.
 #
-#   scripts/services.sh install     apt packages (postgresql, redis-server, chromium, ...)
-#   scripts/services.sh up dev|test start them (idempotent), print the PARLEY_* URLs to use
-#   scripts/services.sh down dev|test
+#   scripts/services.sh install [--browser]   apt packages (postgresql, redis-server, python3-venv;
+#                                            chromium and chromium-driver with --browser)
+#   scripts/services.sh up dev|test           start them (idempotent), write .state/<env>.env
+#   scripts/services.sh down dev|test         stop the Redis instances, and PostgreSQL if this
+#                                            environment's `up` was the one that started it
 #
 # PostgreSQL: a private Debian cluster "parley" (15, port 55432, loopback only) managed with
 # pg_ctlcluster, which works with systemd (it delegates) and without it (this sandbox).
@@ -41,8 +43,10 @@ install() {
   local missing=()
   command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
   command -v redis-server >/dev/null || missing+=(redis-server)
-  [ -x /usr/bin/chromium ] || missing+=(chromium)
-  [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+  if [ "${1:-}" = "--browser" ]; then
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+  fi
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
   command -v make >/dev/null || missing+=(make)
   if [ "${#missing[@]}" -gt 0 ]; then
@@ -53,7 +57,7 @@ install() {
   fi
 }
 
-pg_up() {
+pg_up() {  # $1: the environment asking
   local version
   version="$(pg_version)"
   if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -qx "$version $PG_CLUSTER"; then
@@ -64,6 +68,8 @@ pg_up() {
   fi
   if ! pg_lsclusters -h | awk -v c="$PG_CLUSTER" '$2==c {print $4}' | grep -q online; then
     pg_ctlcluster "$version" "$PG_CLUSTER" start
+    # Only the caller that started PostgreSQL stops it again.
+    touch "$STATE/postgres-started-by-$1"
   fi
   for _ in $(seq 1 50); do
     runuser -u postgres -- pg_isready -q -p "$PG_PORT" -h 127.0.0.1 && break
@@ -81,9 +87,11 @@ SQL
   fi
 }
 
-pg_down() {
+pg_down() {  # $1: the environment asking
   local version
   version="$(pg_version)"
+  [ -f "$STATE/postgres-started-by-$1" ] || return 0
+  rm -f "$STATE/postgres-started-by-$1"
   if pg_lsclusters -h 2>/dev/null | awk -v c="$PG_CLUSTER" '$2==c {print $4}' | grep -q online; then
     pg_ctlcluster "$version" "$PG_CLUSTER" stop -m fast
   fi
@@ -120,12 +128,14 @@ CONF
 }
 
 redis_down() {
-  local env="$1" port pidfile
+  local env="$1" port pidfile pid
   for port in $(redis_ports "$env"); do
     pidfile="$STATE/redis-$port/redis.pid"
-    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-      kill "$(cat "$pidfile")"
-      for _ in $(seq 1 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
+    [ -f "$pidfile" ] || continue
+    pid="$(cat "$pidfile")"
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid"
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
   done
 }
@@ -139,9 +149,9 @@ print_env() {
 }
 
 case "${1:-}" in
-  install) install ;;
-  up) pg_up; redis_up "${2:?dev or test}"; print_env "$2" >"$STATE/$2.env"; cat "$STATE/$2.env" ;;
-  down) redis_down "${2:?dev or test}"; if [ "${3:-}" != "--keep-postgres" ]; then pg_down; fi ;;
+  install) install "${2:-}" ;;
+  up) mkdir -p "$STATE"; pg_up "${2:?dev or test}"; redis_up "$2"; print_env "$2" >"$STATE/$2.env" ;;
+  down) redis_down "${2:?dev or test}"; pg_down "$2" ;;
   env) print_env "${2:?dev or test}" ;;
-  *) echo "usage: $0 install | up dev|test | down dev|test [--keep-postgres] | env dev|test" >&2; exit 2 ;;
+  *) echo "usage: $0 install [--browser] | up dev|test | down dev|test | env dev|test" >&2; exit 2 ;;
 esac
