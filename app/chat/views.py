@@ -17,12 +17,16 @@ from chat.providers.registry import available_models, default_model
 SIDEBAR_CONVERSATIONS = 50
 
 
-def _sidebar(request: HttpRequest) -> list[Conversation]:
-    return list(
+def _sidebar(request: HttpRequest, current: Conversation | None = None) -> list[Conversation]:
+    """Recent conversations with messages, and the open one even while it is still empty."""
+    listed = list(
         Conversation.objects.filter(user=request.user)
         .annotate(message_count=Count("messages"))
         .filter(message_count__gt=0)[:SIDEBAR_CONVERSATIONS]
     )
+    if current is not None and current not in listed:
+        listed.insert(0, current)
+    return listed
 
 
 @login_required
@@ -65,7 +69,7 @@ def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
         "chat/conversation.html",
         {
             "conversation": current,
-            "conversations": _sidebar(request),
+            "conversations": _sidebar(request, current),
             "chat_messages": messages,
             "pending_reply": pending[-1] if pending else "",
             "models": models,

@@ -83,6 +83,12 @@ def test_send_watch_it_stream_and_stop(page: Page, user) -> None:
 
     reply = page.locator(".message.assistant").last
     expect(reply).to_have_class("message assistant generating")
+    expect(page.locator("#conversation-title")).to_have_text(
+        "stream slowly please [fakellm:tokens=600 tps=30]"
+    )
+    expect(page.locator("#current-conversation")).to_have_text(
+        "stream slowly please [fakellm:tokens=600 tps=30]"
+    )
     text = reply.locator(".text")
     expect(text).not_to_have_text("")
     first = len(text.inner_text())

@@ -8,6 +8,7 @@ import signal
 from chat.models import Message
 from tests.chatclient import ChatSocket, assert_contiguous, delta_text
 from tests.conftest import fake_llm_request
+from tests.processes import start_worker
 
 
 def test_worker_killed_mid_reply_is_redelivered_and_completes(chat: ChatSocket, worker) -> None:
@@ -36,6 +37,35 @@ def test_worker_killed_mid_reply_is_redelivered_and_completes(chat: ChatSocket, 
     assert reply.attempt == 2
     assert reply.content == done["content"]
     assert worker.alive()
+
+
+def test_whole_worker_killed_is_redelivered_after_the_visibility_timeout(
+    chat: ChatSocket, worker_process, service_env
+) -> None:
+    """The worker's host dies: no process is left to reject the task, the broker gives it to
+    the next worker once the visibility timeout has passed."""
+    worker_process["worker"].stop()  # only workers with the short timeouts below take part
+    short = {
+        **service_env,
+        "PARLEY_REPLY_TIME_LIMIT": "12",
+        "PARLEY_REPLY_SOFT_TIME_LIMIT": "10",
+        "PARLEY_BROKER_VISIBILITY_TIMEOUT": "14",
+    }
+    doomed = start_worker(short, name="worker-doomed")
+    ack = chat.send_message("outlive the host [fakellm:tokens=120 tps=60]")
+    chat.recv_until(lambda f: f["type"] == "delta" and f["reply_id"] == ack["reply_id"])
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.stop()
+    successor = start_worker(short, name="worker-successor")
+    try:
+        frames = chat.reply_frames(ack["reply_id"], timeout=60)
+    finally:
+        successor.stop()
+    assert frames[-1]["type"] == "done" and frames[-1]["status"] == "complete"
+    assert_contiguous(frames)
+    assert delta_text(frames) == frames[-1]["content"]
+    reply = Message.objects.get(reply_to_id=ack["message_id"])
+    assert (reply.status, reply.attempt) == (Message.Status.COMPLETE, 2)
 
 
 def test_rate_limited_provider_is_retried_then_succeeds(chat: ChatSocket) -> None:

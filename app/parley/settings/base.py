@@ -188,6 +188,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # (kombu strips a fanout prefix only when it starts with "/" and ends with ".").
     "fanout_prefix": "/fanout.",
     "visibility_timeout": BROKER_VISIBILITY_TIMEOUT,
+    # Look for tasks of dead workers every 10 s (kombu's default is about every 100 s), so a
+    # reply whose worker host died comes back at most 10 s after the visibility timeout.
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 1,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True

@@ -107,6 +107,20 @@
     return replies[replyId];
   }
 
+  // A new conversation is titled after its first message, as the server titles it.
+  function nameConversation(text) {
+    var title = document.getElementById("conversation-title");
+    if (!text || title.dataset.named === "yes" || list.querySelectorAll(".message.user").length > 1) {
+      return;
+    }
+    var name = text.split(/\s+/).join(" ").trim().slice(0, 60);
+    title.textContent = name;
+    title.dataset.named = "yes";
+    var link = document.getElementById("current-conversation");
+    if (link) { link.textContent = name; }
+    document.title = name + " · Parley";
+  }
+
   function startReply(frame) {
     if (frame.replaces) {
       var old = list.querySelector('[data-reply-id="' + frame.replaces + '"]');
@@ -164,7 +178,10 @@
       if (unsaved && !frame.replaces) { unsaved.dataset.messageId = frame.message_id; }
       startReply(frame);
     } else if (frame.type === "turn") {
-      if (frame.text && !frame.replaces) { addUserMessage(frame.message_id, frame.text); }
+      if (frame.text && !frame.replaces) {
+        addUserMessage(frame.message_id, frame.text);
+        nameConversation(frame.text);
+      }
       startReply(frame);
     } else if (frame.type === "error") {
       showError(frame.message);
