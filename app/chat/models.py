@@ -27,13 +27,9 @@ class Conversation(models.Model):
     def __str__(self) -> str:
         return self.title or "New chat"
 
-    @property
-    def group_name(self) -> str:
-        """The channel-layer group every socket open on this conversation joins."""
-        return f"conversation.{self.id}"
-
 
 def conversation_group(conversation_id: uuid.UUID | str) -> str:
+    """The channel-layer group every socket open on this conversation joins."""
     return f"conversation.{conversation_id}"
 
 

@@ -25,7 +25,11 @@ def start_metrics_server(**_: object) -> None:
     from parley.metrics import serve_metrics
 
     if settings.WORKER_METRICS_BIND:
-        serve_metrics(settings.WORKER_METRICS_BIND)
+        try:
+            serve_metrics(settings.WORKER_METRICS_BIND)
+        except OSError as error:
+            # A second worker on the same host: it still works, only without its own exporter.
+            logger.warning("No worker metrics on %s: %s", settings.WORKER_METRICS_BIND, error)
 
 
 @worker_process_init.connect

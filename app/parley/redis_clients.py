@@ -1,4 +1,4 @@
-"""Redis clients for the two roles: the channel layer instance and the Celery broker instance.
+"""The async Redis client for the channel-layer instance, and key naming under parley:.
 
 redis.asyncio clients belong to the event loop that created their connections. Web workers
 keep one loop for their life, while a Celery task runs each reply in its own asyncio.run(),
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import weakref
 
-import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
@@ -39,13 +38,6 @@ async def close_channel_redis() -> None:
     client = _async_clients.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.aclose()
-
-
-def broker_redis() -> redis.Redis:
-    """Sync client for the broker instance (Beat's leader lock, readiness)."""
-    return redis.Redis.from_url(
-        settings.CELERY_BROKER_URL, socket_connect_timeout=5, socket_timeout=10
-    )
 
 
 def key(*parts: object) -> str:

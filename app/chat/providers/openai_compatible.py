@@ -64,7 +64,7 @@ class OpenAICompatibleProvider:
         )
 
     def retry_delay(self, attempt: int, error: Exception) -> float:
-        """Exponential backoff with full jitter, honouring a server's Retry-After when sane."""
+        """Exponential backoff with jitter (half to all of the step), honouring Retry-After."""
         ceiling = min(self.retry_max_delay, self.retry_base_delay * 2**attempt)
         delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311  (jitter, not cryptography)
         if isinstance(error, openai.APIStatusError):
