@@ -52,6 +52,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("target", hosts_in("targets"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep every test of one host on one xdist worker: a test that reboots a host must not
+    run beside another test of that host. Tests without a target act on the first one."""
+    first = hosts_in("targets")[0] if _inventory().get("targets") else "scenario"
+    for item in items:
+        params = getattr(item, "callspec", None)
+        group = params.params.get("target", first) if params else first
+        item.add_marker(pytest.mark.xdist_group(name=str(group)))
+
+
 @pytest.fixture(scope="session")
 def probe() -> Host:
     names = hosts_in("probe")
@@ -114,6 +124,8 @@ def run_playbook(
     env = dict(os.environ)
     env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
     env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
+    # Another callback writing to stdout would corrupt the JSON report.
+    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
     with tempfile.TemporaryDirectory() as workdir:
         book = Path(workdir) / "play.yml"
         book.write_text(yaml.safe_dump(playbook))
