@@ -57,7 +57,8 @@ def test_resume_after_the_stream_expired_comes_from_the_database(
 def test_a_tab_opened_mid_reply_gets_the_whole_reply(stack, conversation, cookie) -> None:
     writer = ChatSocket(conversation.id, cookie)
     try:
-        ack = writer.send_message("a new tab joins [fakellm:tokens=300 tps=150]")
+        # Slow enough that the reply is still being written when the second tab connects.
+        ack = writer.send_message("a new tab joins [fakellm:tokens=150 tps=30]")
         writer.recv_until(lambda f: f["type"] == "delta")
         writer.recv_until(lambda f: f["type"] == "delta")
         late = ChatSocket(conversation.id, cookie)
