@@ -11,6 +11,7 @@ import signal
 from collections.abc import Iterator
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from chat.models import Message
@@ -157,3 +158,15 @@ def test_a_deploy_mid_reply_reconnects_and_resumes(page: Page, user, web) -> Non
     assert stored.status == Message.Status.COMPLETE
     # The streamed text was replaced by the rendered final reply: same words, none twice.
     assert reply.locator(".text").inner_text().split() == stored.content.split()
+
+
+def test_a_refused_message_goes_back_into_the_composer(page: Page, user, redis_admin) -> None:
+    day = timezone.now().strftime("%Y%m%d")
+    redis_admin["channel_layer"].set(f"parley:quota:{user.pk}:{day}", 10**9, ex=60)
+    sign_in(page, user)
+    page.fill("#prompt", "one more, please")
+    page.click("#send")
+    expect(page.locator("#error-line")).to_contain_text("token quota")
+    expect(page.locator("#prompt")).to_have_value("one more, please")
+    expect(page.locator(".message.user")).to_have_count(0)
+    assert not Message.objects.filter(conversation__user=user).exists()

@@ -29,6 +29,7 @@
   var nextId = 1;
   var replies = {};        // reply id -> {el, seq, text, done}
   var activeReply = null;  // the reply id being written, if any
+  var pendingSend = null;  // {id, text, el}: our message, drawn before the server accepted it
 
   function setConnection(state, label) {
     connection.dataset.state = state;
@@ -60,7 +61,7 @@
   }
 
   function addUserMessage(messageId, text) {
-    if (messageId && list.querySelector('[data-message-id="' + messageId + '"]')) { return; }
+    if (messageId && list.querySelector('[data-message-id="' + messageId + '"]')) { return null; }
     var li = document.createElement("li");
     li.className = "message user";
     if (messageId) { li.dataset.messageId = messageId; }
@@ -70,6 +71,7 @@
     li.appendChild(div);
     list.appendChild(li);
     scrollToEnd();
+    return li;
   }
 
   function replyElement(replyId, model) {
@@ -174,8 +176,10 @@
     } else if (frame.type === "ack" && frame.message_id) {
       // Our own message was drawn before the server knew its id; give it the id now so the
       // `turn` frame that follows does not draw it twice.
-      var unsaved = list.querySelector(".message.user:not([data-message-id])");
-      if (unsaved && !frame.replaces) { unsaved.dataset.messageId = frame.message_id; }
+      if (pendingSend && pendingSend.id === frame.id) {
+        pendingSend.el.dataset.messageId = frame.message_id;
+        pendingSend = null;
+      }
       startReply(frame);
     } else if (frame.type === "turn") {
       if (frame.text && !frame.replaces) {
@@ -184,6 +188,12 @@
       }
       startReply(frame);
     } else if (frame.type === "error") {
+      if (pendingSend && pendingSend.id === frame.id) {
+        // Refused (busy, rate limited, ...): take the message back into the composer.
+        pendingSend.el.remove();
+        prompt.value = pendingSend.text;
+        pendingSend = null;
+      }
       showError(frame.message);
     }
   }
@@ -191,12 +201,12 @@
   function send(frame) {
     if (!socket || socket.readyState !== WebSocket.OPEN) {
       showError("Not connected; reconnecting…");
-      return false;
+      return null;
     }
     frame.v = PROTOCOL;
     frame.id = "c" + (nextId++);
     socket.send(JSON.stringify(frame));
-    return true;
+    return frame.id;
   }
 
   function resumeQuery() {
@@ -240,8 +250,9 @@
     var text = prompt.value;
     if (!text.trim() || activeReply !== null) { return; }
     clearError();
-    if (send({ type: "send", text: text, model: modelSelect ? modelSelect.value : undefined })) {
-      addUserMessage(null, text);
+    var id = send({ type: "send", text: text, model: modelSelect ? modelSelect.value : undefined });
+    if (id) {
+      pendingSend = { id: id, text: text, el: addUserMessage(null, text) };
       prompt.value = "";
     }
   });
