@@ -9,8 +9,8 @@ Endpoints:
 Markers select a behaviour per request, so one server serves good and failing requests. They
 go in the last user message as `[fakellm:MARKER MARKER ...]` or in the model name after a
 plus sign (`fake-model+429x1`):
-- `429`, `500`            answer with that status every time
-- `429xN`, `500xN`        answer with that status to the first N requests with this prompt
+- `429`, `500`, `400`...  answer with that HTTP status (any 4xx/5xx) every time
+- `429xN`, `500xN`, ...   answer with that status to the first N requests with this prompt
 - `hang`                  accept the request and never answer
 - `hangxN`                hang for the first N requests with this prompt
 - `disconnect-after=N`    stream N tokens, then drop the connection mid-body
@@ -178,7 +178,8 @@ class FakeLLM:
         extra_headers: dict[str, str] | None = None,
     ) -> None:
         body = json.dumps(payload).encode()
-        reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Server Error"}
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
+                  500: "Server Error", 503: "Service Unavailable"}  # fmt: skip
         head = [
             f"HTTP/1.1 {status} {reason.get(status, 'Error')}",
             "Content-Type: application/json",
@@ -227,7 +228,7 @@ class FakeLLM:
         plan = Plan(behaviour=self.behaviour, markers=markers)
         for marker in markers:
             name, _, value = marker.partition("=")
-            times = re.fullmatch(r"(429|500|hang)(?:x(\d+))?", marker)
+            times = re.fullmatch(r"([45]\d\d|hang)(?:x(\d+))?", marker)
             if times:
                 kind, limit = times.group(1), times.group(2)
                 key = (marker, hashlib.sha256(f"{base_model}\0{prompt}".encode()).hexdigest())
@@ -290,7 +291,9 @@ class FakeLLM:
             return False
         if plan.status != 200:
             record.outcome, record.ended_at = f"failed_{plan.status}", time.time()
-            kind = "rate_limit_exceeded" if plan.status == 429 else "server_error"
+            kind = {429: "rate_limit_exceeded"}.get(
+                plan.status, "server_error" if plan.status >= 500 else "invalid_request_error"
+            )
             await self.respond_json(
                 writer,
                 plan.status,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
+from chat import tasks
 from tests.chatclient import ChatSocket
 from tests.processes import WEB_PORT, WORKER_METRICS_PORT, wait_until
 
@@ -35,4 +36,11 @@ def test_metrics_from_web_and_worker(chat: ChatSocket) -> None:
     text = wait_until(worker_metrics, 10, "worker metrics")
     assert "parley_reply_time_to_first_token_seconds_count" in text
     assert "parley_reply_tokens_per_second_bucket" in text
-    assert "parley_task_failures_total" in text or "parley_provider_retries_total" in text
+
+
+def test_task_failures_are_counted(worker) -> None:
+    tasks.build_usage_report.delay("not-a-date")  # raises ValueError in the worker
+    failed = 'parley_task_failures_total{task="chat.build_usage_report"}'
+    wait_until(
+        lambda: failed in _text(f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics"), 15, failed
+    )

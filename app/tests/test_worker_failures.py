@@ -95,6 +95,15 @@ def test_provider_failing_for_good_ends_with_a_clear_error(chat: ChatSocket) -> 
     assert chat.reply_frames(again["reply_id"])[-1]["type"] == "done"
 
 
+def test_provider_refusing_the_request_is_not_retried(chat: ChatSocket) -> None:
+    ack = chat.send_message("bad request [fakellm:400]")
+    error = chat.reply_frames(ack["reply_id"])[-1]
+    assert error["type"] == "error"
+    assert error["code"] == "provider_rejected"
+    assert "HTTP 400" in error["message"]
+    assert [r["outcome"] for r in fake_llm_request("GET", "/_fakellm/requests")] == ["failed_400"]
+
+
 def test_hanging_provider_times_out(chat: ChatSocket) -> None:
     ack = chat.send_message("silent model [fakellm:hang]")
     error = chat.reply_frames(ack["reply_id"], timeout=60)[-1]
