@@ -172,11 +172,10 @@ async def _stream_reply(
         while True:
             wait = coalescer.time_left()
             try:
-                item = (
-                    await asyncio.wait_for(queue.get(), timeout=wait)
-                    if wait
-                    else (await queue.get())
-                )
+                if wait is None:  # nothing buffered: wait as long as the model takes
+                    item = await queue.get()
+                else:
+                    item = await asyncio.wait_for(queue.get(), timeout=max(0.0, wait))
             except TimeoutError:
                 await flush()
                 continue
