@@ -124,6 +124,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.dispatch_frame(frame)
         except services.ChatError as error:
             await self.send_error(error.code, error.message, client_id=frame.client_id)
+        except Exception:
+            # A dependency failing (database, Redis) is not the client's fault: say so and keep
+            # the socket, so the client can retry when it recovers.
+            logger.exception("Frame %s failed", type(frame).__name__)
+            await self.send_error(
+                "unavailable", "The service is having trouble; try again shortly.",
+                client_id=frame.client_id,
+            )  # fmt: skip
 
     async def dispatch_frame(self, frame: ClientFrame) -> None:
         if isinstance(frame, SendFrame):
