@@ -23,8 +23,9 @@ def test_reply_streams_in_order_and_is_stored(chat: ChatSocket, conversation) ->
     # The reply text is exactly the model's text, in the deltas, the done frame and the DB.
     assert delta_text(frames) == done["content"]
     assert len(done["content"].split()) == 60
-    assert done["usage"] == {"prompt_tokens": done["usage"]["prompt_tokens"],
-                             "completion_tokens": 60, "estimated": False}  # fmt: skip
+    assert done["usage"]["completion_tokens"] == 60
+    assert done["usage"]["prompt_tokens"] > 0
+    assert done["usage"]["estimated"] is False
 
     reply = Message.objects.get(pk=reply_id)
     assert reply.status == Message.Status.COMPLETE
