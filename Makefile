@@ -51,8 +51,12 @@ docs: venv ## Regenerate every role README's variable table from its argument sp
 molecule: venv testbed ## Run every Molecule scenario (converge, idempotence, verify)
 	scripts/run-scenarios $(MOLECULE_WORKERS) $(SCENARIOS)
 
+.PHONY: test-app
+test-app: ## The chat application's own suite (real PostgreSQL, Redis, Celery, Chromium)
+	$(MAKE) -C app test
+
 .PHONY: test
-test: lint molecule ## Run every test: lint, then each Molecule scenario
+test: lint test-app molecule ## Run every test: lint, the app's suite, each Molecule scenario
 	@echo "make test: every check passed"
 
 .PHONY: demo

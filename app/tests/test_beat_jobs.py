@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -21,9 +23,20 @@ from tests.chatclient import ChatSocket
 from tests.processes import wait_until
 
 
-def test_seed_schedules_is_idempotent(transactional_db) -> None:
-    call_command("seed_schedules")
-    call_command("seed_schedules")
+def _seed() -> list[str]:
+    out = io.StringIO()
+    call_command("seed_schedules", stdout=out)
+    return sorted(line.split(":", 1)[0] for line in out.getvalue().splitlines())
+
+
+def test_seed_schedules_is_idempotent(transactional_db, settings) -> None:
+    assert _seed() == ["created"] * 4
+    # A second run changes nothing and says so, so a deploy can report "no change".
+    assert _seed() == ["unchanged"] * 4
+    settings.HEALTH_CHECK_INTERVAL = 120
+    assert _seed() == ["unchanged", "unchanged", "unchanged", "updated"]
+    settings.HEALTH_CHECK_INTERVAL = 60
+    assert _seed() == ["unchanged", "unchanged", "unchanged", "updated"]
     names = sorted(PeriodicTask.objects.values_list("name", flat=True))
     assert names == [
         "parley: daily usage report",
@@ -129,3 +142,24 @@ def test_reaper_ends_stuck_replies_and_tells_the_user(chat: ChatSocket, conversa
     assert stuck.status == Message.Status.ERROR
     fresh.refresh_from_db()
     assert fresh.status == Message.Status.GENERATING
+
+
+def test_ensure_user_reports_whether_it_changed_anything(transactional_db, monkeypatch) -> None:
+    def ensure(password: str) -> str:
+        monkeypatch.setenv("PARLEY_TEST_ADMIN_PASSWORD", password)
+        out = io.StringIO()
+        call_command(
+            "ensure_user",
+            "root",
+            "--password-env",
+            "PARLEY_TEST_ADMIN_PASSWORD",
+            "--superuser",
+            stdout=out,
+        )
+        return out.getvalue().strip()
+
+    assert ensure("first-Password-1") == "created user root"
+    assert ensure("first-Password-1") == "unchanged user root"
+    assert ensure("second-Password-2") == "updated user root"
+    admin = get_user_model().objects.get(username="root")
+    assert admin.is_superuser and admin.check_password("second-Password-2")

@@ -30,6 +30,11 @@ class Command(BaseCommand):
         if not password:
             raise CommandError("give --password or --password-env naming a set variable")
         user, created = get_user_model().objects.get_or_create(username=options["username"])
+        wanted_staff = bool(options["superuser"]) or user.is_superuser
+        if not created and user.check_password(str(password)) and user.is_superuser == wanted_staff:
+            # Nothing to do: a deploy re-running this must be able to report "no change".
+            self.stdout.write(f"unchanged user {user.get_username()}")
+            return
         user.set_password(str(password))
         if options["superuser"]:
             user.is_staff = user.is_superuser = True

@@ -54,8 +54,18 @@ class Command(BaseCommand):
             for label, (task, schedule) in jobs.items():
                 kind = "crontab" if isinstance(schedule, CrontabSchedule) else "interval"
                 other = "interval" if kind == "crontab" else "crontab"
-                _, created = PeriodicTask.objects.update_or_create(
-                    name=PREFIX + label,
-                    defaults={"task": task, kind: schedule, other: None, "enabled": True},
-                )
-                self.stdout.write(f"{'created' if created else 'updated'}: {PREFIX}{label}")
+                wanted = {"task": task, kind: schedule, other: None, "enabled": True}
+                existing = PeriodicTask.objects.filter(name=PREFIX + label).first()
+                if existing is None:
+                    PeriodicTask.objects.create(name=PREFIX + label, **wanted)
+                    outcome = "created"
+                elif all(getattr(existing, field) == value for field, value in wanted.items()):
+                    # Saving anyway would make Beat reload its schedule for nothing, and a
+                    # deploy could not tell a change from none.
+                    outcome = "unchanged"
+                else:
+                    for field, value in wanted.items():
+                        setattr(existing, field, value)
+                    existing.save()
+                    outcome = "updated"
+                self.stdout.write(f"{outcome}: {PREFIX}{label}")
