@@ -53,8 +53,9 @@ def test_ssh_comes_only_from_the_validated_admin_networks() -> None:
 
 
 def test_internal_services_admit_only_their_clients() -> None:
-    # On AWS each internal port is opened to the security groups of these groups only.
-    services = Module(TERRAFORM / "modules" / "aws-fleet").locals["internal_services"]
+    # On AWS each internal port is opened to the security groups of these groups only (the
+    # layout module's tests check how this becomes rules between pools).
+    services = Module(TERRAFORM / "modules" / "layout").locals["internal_services"]
     matrix = {(s["group"], s["port"]): sorted(s["clients"]) for s in services}
     assert matrix == {
         ("web", 8000): ["lb"],

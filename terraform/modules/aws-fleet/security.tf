@@ -1,33 +1,8 @@
 # One security group per pool (an instance has exactly one, so even the single-VM layout stays
-# far below the limit of five per interface). Rules are added per pool by what its groups serve
-# and who uses it: this is the map of Parley's internal traffic.
+# far below the limit of five per interface). Which pool may reach which internal port of
+# which other pool is the layout module's `internal_rules`, tested offline.
 
 locals {
-  # Who talks to whom, by inventory group: the gunicorn port on web from the load balancers;
-  # both Redis instances (6379 broker, 6380 channel layer) and PostgreSQL from the application
-  # tiers.
-  internal_services = [
-    { group = "web", port = 8000, clients = ["lb"], what = "gunicorn" },
-    { group = "redis", port = 6379, clients = ["web", "worker", "beat"], what = "Redis broker" },
-    { group = "redis", port = 6380, clients = ["web", "worker", "beat"], what = "Redis channel layer" },
-    { group = "db", port = 5432, clients = ["web", "worker", "beat"], what = "PostgreSQL" },
-  ]
-
-  # Every (serving pool, port, client pool) pair; a pool can be its own client (single VM).
-  internal_rules = merge([
-    for service in local.internal_services : {
-      for pair in setproduct(keys(local.pools), keys(local.pools)) :
-      "${pair[0]}-${service.port}-from-${pair[1]}" => {
-        pool        = pair[0]
-        client_pool = pair[1]
-        port        = service.port
-        description = "${service.what} from ${pair[1]}"
-      }
-      if contains(local.pools[pair[0]].groups, service.group) &&
-      length(setintersection(local.pools[pair[1]].groups, service.clients)) > 0
-    }
-  ]...)
-
   lb_pools = toset([for name, pool in local.pools : name if contains(pool.groups, "lb")])
 
   ssh_rules = {
@@ -79,7 +54,7 @@ resource "aws_vpc_security_group_ingress_rule" "https" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "internal" {
-  for_each = local.internal_rules
+  for_each = module.layout.internal_rules
 
   security_group_id            = aws_security_group.pool[each.value.pool].id
   description                  = each.value.description

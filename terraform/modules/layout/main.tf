@@ -29,4 +29,31 @@ locals {
       packages = ["python3"]
     }),
   ])
+
+  # Who talks to whom on the private network, by inventory group: gunicorn on web from the
+  # load balancers; both Redis instances (6379 broker, 6380 channel layer) and PostgreSQL
+  # from the application tiers.
+  internal_services = [
+    { group = "web", port = 8000, clients = ["lb"], what = "gunicorn" },
+    { group = "redis", port = 6379, clients = ["web", "worker", "beat"], what = "Redis broker" },
+    { group = "redis", port = 6380, clients = ["web", "worker", "beat"], what = "Redis channel layer" },
+    { group = "db", port = 5432, clients = ["web", "worker", "beat"], what = "PostgreSQL" },
+  ]
+
+  # The same by pool: every (serving pool, port, client pool) triple, for firewalls that
+  # work per machine kind. A pool can be its own client (the single VM).
+  active_pools = { for name, pool in var.pools : name => pool if pool.count > 0 }
+  internal_rules = merge([
+    for service in local.internal_services : {
+      for pair in setproduct(keys(local.active_pools), keys(local.active_pools)) :
+      "${pair[0]}-${service.port}-from-${pair[1]}" => {
+        pool        = pair[0]
+        client_pool = pair[1]
+        port        = service.port
+        description = "${service.what} from ${pair[1]}"
+      }
+      if contains(local.active_pools[pair[0]].groups, service.group) &&
+      length(setintersection(local.active_pools[pair[1]].groups, service.clients)) > 0
+    }
+  ]...)
 }

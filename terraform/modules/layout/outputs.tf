@@ -32,3 +32,8 @@ output "subnet_cidr" {
   description = "The /24 the hosts get their private addresses from: subnet number 1 of network_cidr."
   value       = cidrsubnet(var.network_cidr, 24 - tonumber(split("/", var.network_cidr)[1]), 1)
 }
+
+output "internal_rules" {
+  description = "Which pool may reach which internal port of which pool, keyed <pool>-<port>-from-<client pool>: pool, client_pool, port and a description. Pools with count 0 take no part."
+  value       = local.internal_rules
+}

@@ -124,6 +124,64 @@ run "admin_networks_split_by_family" {
   }
 }
 
+run "fleet_internal_traffic" {
+  command = plan
+
+  assert {
+    condition = { for k, r in output.internal_rules : k => r.port } == {
+      "web-8000-from-lb"    = 8000
+      "redis-6379-from-web" = 6379, "redis-6379-from-worker" = 6379, "redis-6379-from-beat" = 6379
+      "redis-6380-from-web" = 6380, "redis-6380-from-worker" = 6380, "redis-6380-from-beat" = 6380
+      "db-5432-from-web"    = 5432, "db-5432-from-worker" = 5432, "db-5432-from-beat" = 5432
+    }
+    error_message = "Internal rules: ${jsonencode(keys(output.internal_rules))}"
+  }
+
+  assert {
+    condition     = output.internal_rules["db-5432-from-beat"].description == "PostgreSQL from beat"
+    error_message = "Description: ${output.internal_rules["db-5432-from-beat"].description}"
+  }
+}
+
+run "single_vm_internal_traffic_stays_on_the_host" {
+  command = plan
+
+  variables {
+    pools = {
+      parley = { count = 1, groups = ["lb", "web", "worker", "beat", "redis", "db"], size = "cx33" }
+    }
+  }
+
+  assert {
+    condition     = jsonencode(sort(keys(output.internal_rules))) == jsonencode(["parley-5432-from-parley", "parley-6379-from-parley", "parley-6380-from-parley", "parley-8000-from-parley"])
+    error_message = "Internal rules: ${jsonencode(keys(output.internal_rules))}"
+  }
+}
+
+run "colocated_pools_and_idle_pools" {
+  command = plan
+
+  variables {
+    pools = {
+      edge = { count = 1, groups = ["lb"], size = "cx23" }
+      app  = { count = 2, groups = ["web", "worker"], size = "cx33" }
+      cron = { count = 1, groups = ["beat"], size = "cx23" }
+      data = { count = 1, groups = ["redis", "db"], size = "cx43" }
+      idle = { count = 0, groups = ["worker"], size = "cx23" }
+    }
+  }
+
+  assert {
+    condition = jsonencode(sort(keys(output.internal_rules))) == jsonencode([
+      "app-8000-from-edge",
+      "data-5432-from-app", "data-5432-from-cron",
+      "data-6379-from-app", "data-6379-from-cron",
+      "data-6380-from-app", "data-6380-from-cron",
+    ])
+    error_message = "Internal rules: ${jsonencode(keys(output.internal_rules))}"
+  }
+}
+
 run "hosts_live_in_subnet_one" {
   command = plan
 
