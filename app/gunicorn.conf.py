@@ -22,7 +22,8 @@ bind = _env("BIND", "127.0.0.1:8000").split(",")
 # LLM traffic is I/O-bound and each Uvicorn worker is an event loop holding many sockets, so
 # one worker per core (plus one) rather than Gunicorn's 2n+1 for sync workers.
 workers = int(_env("WEB_CONCURRENCY", str(multiprocessing.cpu_count() + 1)))
-worker_class = "uvicorn_worker.UvicornWorker"
+# Uvicorn workers that drain briefly on shutdown, so a restart resets no connection.
+worker_class = "parley.web_worker.DrainingUvicornWorker"
 # Recycle workers now and then (memory growth); the jitter keeps them from restarting together.
 max_requests = int(_env("MAX_REQUESTS", "2000"))
 max_requests_jitter = int(_env("MAX_REQUESTS_JITTER", "200"))
