@@ -118,18 +118,29 @@ class PlaybookRun:
 
 
 def run_playbook(
-    playbook: list[dict[str, Any]], extra_vars: dict[str, Any] | None = None
+    playbook: list[dict[str, Any]] | str,
+    extra_vars: dict[str, Any] | None = None,
+    extra_inventory: dict[str, Any] | None = None,
 ) -> PlaybookRun:
-    """Run a playbook against the scenario's inventory and report what happened."""
+    """Run a playbook (plays, or the path of a playbook file) against the scenario's
+    inventory, plus `extra_inventory` if given, and report what happened."""
     env = dict(os.environ)
     env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
     env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
     # Another callback writing to stdout would corrupt the JSON report.
     env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
     with tempfile.TemporaryDirectory() as workdir:
-        book = Path(workdir) / "play.yml"
-        book.write_text(yaml.safe_dump(playbook))
-        command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(book)]
+        if isinstance(playbook, str):
+            book = Path(playbook)
+        else:
+            book = Path(workdir) / "play.yml"
+            book.write_text(yaml.safe_dump(playbook))
+        command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"]]
+        if extra_inventory:
+            extra = Path(workdir) / "extra-inventory.yml"
+            extra.write_text(yaml.safe_dump(extra_inventory))
+            command += ["-i", str(extra)]
+        command.append(str(book))
         if extra_vars:
             command += ["--extra-vars", json.dumps(extra_vars)]
         done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
