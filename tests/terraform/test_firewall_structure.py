@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 from firewall_rules import Module, findings, inbound_rules
+from terraform_helpers import ROOT
 
 TERRAFORM = ROOT / "terraform"
 SSH = 22

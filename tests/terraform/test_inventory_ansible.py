@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ADMIN_KEY, ROOT, example_hosts
+from terraform_helpers import ADMIN_KEY, ROOT, example_hosts
 
 GROUPS = ["lb", "web", "worker", "beat", "redis", "db"]
 SINGLE_VM = [

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import hcl2
 import pytest
-from conftest import MODULES, run_terraform
+from terraform_helpers import MODULES, run_terraform
 
 PROVIDER_FREE = ["inventory", "layout"]
 REJECTS = re.compile(r'^# rejects: (?P<message>.+)\nrun "(?P<run>\w+)"', re.MULTILINE)

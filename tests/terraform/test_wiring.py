@@ -15,7 +15,7 @@ from typing import Any
 
 import hcl2
 import pytest
-from conftest import ROOT
+from terraform_helpers import ROOT
 
 TERRAFORM = ROOT / "terraform"
 OPTIONS = hcl2.SerializationOptions(strip_string_quotes=True, with_comments=False)
