@@ -5,6 +5,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV := .venv
+# checkov pins packaging<24, which pytest 9 cannot share: it gets a virtualenv of its own.
+CHECKOV_VENV := .venv-checkov
+export CHECKOV := $(CURDIR)/$(CHECKOV_VENV)/bin/checkov
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Keep Ansible's and Molecule's state inside the checkout, not in the caller's home.
 export ANSIBLE_HOME := $(CURDIR)/.cache/ansible
@@ -26,10 +29,16 @@ $(VENV)/.installed: requirements.txt
 .PHONY: venv
 venv: $(VENV)/.installed ## Create .venv with the pinned control-node tools
 
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --require-hashes -r requirements-checkov.txt
+	touch $@
+
 .PHONY: lock
 lock: venv ## Re-pin requirements.txt (with hashes) from requirements.in
 	$(VENV)/bin/pip install --quiet uv
 	$(VENV)/bin/uv pip compile --quiet --python-version 3.11 --generate-hashes requirements.in -o requirements.txt
+	$(VENV)/bin/uv pip compile --quiet --python-version 3.11 --generate-hashes requirements-checkov.in -o requirements-checkov.txt
 
 .PHONY: testbed
 testbed: ## Docker engine, base images, network and caches (idempotent)
@@ -55,8 +64,12 @@ molecule: venv testbed ## Run every Molecule scenario (converge, idempotence, ve
 test-app: ## The chat application's own suite (real PostgreSQL, Redis, Celery, Chromium)
 	$(MAKE) -C app test
 
+.PHONY: test-terraform
+test-terraform: venv $(CHECKOV_VENV)/.installed ## Terraform: fmt, terraform test, inventory through Ansible, firewall structure, checkov
+	scripts/check-terraform
+
 .PHONY: test
-test: lint test-app molecule ## Run every test: lint, the app's suite, each Molecule scenario
+test: lint test-app test-terraform molecule ## Run every test: lint, the app's suite, Terraform, each Molecule scenario
 	@echo "make test: every check passed"
 
 .PHONY: demo
