@@ -1,0 +1,223 @@
+"""The fake model and every server of every design, started from the app's own entry points.
+
+Gunicorn reads app/gunicorn.conf.py exactly as roles/gunicorn runs it; Daphne serves the same
+`parley.asgi:application`; Celery runs the prefork pool the app is deployed with. The app
+runs with production settings behind nginx's TLS.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import urllib.request
+
+from parleybench.config import ModelSpec, Plan
+from parleybench.paths import APP_DIR, BENCH_DIR, STATE_DIR, VENV_BIN
+from parleybench.processes import Process, Supervisor, port_open, wait_until
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  (loopback)
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(STATE_DIR),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    env.update(extra or {})
+    return env
+
+
+def start_fakellm(supervisor: Supervisor, port: int, default: ModelSpec) -> Process:
+    """One fake model server; each request's model name picks its pace (fakellm markers)."""
+    process = supervisor.start(
+        "fakellm",
+        [
+            str(VENV_BIN / "python"),
+            "-m",
+            "fakellm",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ttft-ms",
+            str(default.ttft_ms),
+            "--tokens-per-second",
+            str(default.tokens_per_second),
+            "--reply-tokens",
+            str(default.reply_tokens),
+            "--models",
+            "fake-model",
+        ],
+        env=_python_env(),
+        cwd=APP_DIR,
+    )
+    wait_until(
+        lambda: process.check_alive() or http_ok(f"http://127.0.0.1:{port}/v1/models"),
+        30,
+        "the fake LLM server",
+    )
+    return process
+
+
+def _wait_healthy(process: Process, port: int, what: str) -> None:
+    wait_until(
+        lambda: process.check_alive() or http_ok(f"http://127.0.0.1:{port}/healthz"), 90, what
+    )
+
+
+def _metrics_dir(name: str) -> str:
+    path = STATE_DIR / "metrics" / name
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return str(path)
+
+
+def start_gunicorn(
+    supervisor: Supervisor, name: str, port: int, app_env: dict[str, str], plan: Plan
+) -> Process:
+    env = _python_env(
+        {
+            **app_env,
+            "PARLEY_BIND": f"127.0.0.1:{port}",
+            "PARLEY_WEB_CONCURRENCY": str(plan.web_workers),
+            "PROMETHEUS_MULTIPROC_DIR": _metrics_dir(name),
+        }
+    )
+    process = supervisor.start(
+        name, [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py"], env=env, cwd=APP_DIR
+    )
+    _wait_healthy(process, port, f"Gunicorn ({name})")
+    return process
+
+
+def start_daphne(
+    supervisor: Supervisor, name: str, port: int, app_env: dict[str, str], plan: Plan
+) -> list[Process]:
+    """Daphne as Channels documents it for several processes: all serve one shared socket.
+
+    Daphne has no worker processes of its own, so a supervisor (here, this harness) binds the
+    socket and starts one Daphne per core-plus-one with `--fd`, the same process count as
+    Gunicorn's workers.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(4096)
+    listener.set_inheritable(True)
+    fd = listener.fileno()
+    env = _python_env({**app_env, "PROMETHEUS_MULTIPROC_DIR": _metrics_dir(name)})
+    processes = [
+        supervisor.start(
+            f"{name}-{index}",
+            [
+                str(VENV_BIN / "daphne"),
+                "--fd",
+                str(fd),
+                "--proxy-headers",
+                "--access-log",
+                "-",
+                "parley.asgi:application",
+            ],
+            env=env,
+            cwd=APP_DIR,
+            pass_fds=[fd],
+        )
+        for index in range(plan.web_workers)
+    ]
+    listener.close()
+    for process in processes:
+        _wait_healthy(process, port, f"Daphne ({process.name})")
+    return processes
+
+
+def start_celery(
+    supervisor: Supervisor, name: str, app_env: dict[str, str], plan: Plan, metrics_port: int
+) -> Process:
+    env = _python_env(
+        {
+            **app_env,
+            "PROMETHEUS_MULTIPROC_DIR": _metrics_dir(name),
+            "PARLEY_WORKER_METRICS_BIND": f"127.0.0.1:{metrics_port}",
+        }
+    )
+    process = supervisor.start(
+        name,
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "parley",
+            "worker",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            str(plan.celery_concurrency),
+            "--loglevel",
+            "INFO",
+            "--hostname",
+            f"{name}@%h",
+        ],
+        env=env,
+        cwd=APP_DIR,
+    )
+    wait_until(
+        lambda: process.check_alive() or " ready." in process.log_path.read_text(errors="replace"),
+        90,
+        f"Celery ({name})",
+    )
+    return process
+
+
+def start_echo(supervisor: Supervisor, port: int, plan: Plan) -> Process:
+    """Row 3's baseline: the same Uvicorn and WebSocket implementation, no Django, no auth."""
+    process = supervisor.start(
+        "echo",
+        [
+            str(VENV_BIN / "uvicorn"),
+            "parleybench.echo_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(plan.web_workers),
+            "--proxy-headers",
+        ],
+        env=_python_env({"PYTHONPATH": str(BENCH_DIR)}),
+        cwd=BENCH_DIR,
+    )
+    _wait_healthy(process, port, "the echo server")
+    return process
+
+
+def start_nginx(supervisor: Supervisor, config_text: str, listen_ports: list[int]) -> Process:
+    directory = STATE_DIR / "nginx"
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "nginx.conf"
+    config.write_text(config_text)
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    argv = [nginx, "-p", str(directory), "-c", str(config), "-e", str(directory / "error.log")]
+    test = supervisor.start("nginx-config-test", [*argv, "-t"], env=dict(os.environ), cwd=directory)
+    test.popen.wait(30)
+    if test.popen.returncode != 0:
+        raise RuntimeError(f"nginx rejected its configuration:\n{test.log_tail()}")
+    supervisor.stop(test)
+    process = supervisor.start(
+        "nginx", [*argv, "-g", "daemon off;"], env=dict(os.environ), cwd=directory
+    )
+
+    def listening() -> bool:
+        process.check_alive()
+        return all(port_open(port) for port in listen_ports)
+
+    wait_until(listening, 30, "nginx")
+    return process

@@ -1,0 +1,251 @@
+"""One measurement: one design, one load, one round. Every row of the matrix is made of these.
+
+Around the load client it records what the servers spent (CPU, peak memory of each process),
+what each Redis instance executed (INFO commandstats before and after) and what the fake
+model saw of each request, which splits a reply's time to first token into the stack's part
+before the model was asked, the model's own part, and the stack's part after it answered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from parleybench import stats
+from parleybench.config import LoadLevel, ModelSpec
+from parleybench.designs import Design
+from parleybench.loadspec import ChatTarget, LoadResult, LoadSpec, ReplyRecord
+from parleybench.monitor import ProcessSampler, command_calls, command_delta
+from parleybench.paths import BENCH_DIR, STATE_DIR, VENV_BIN
+from parleybench.stack import Stack
+
+
+@dataclass
+class ModelTiming:
+    """The fake model's view of one request (wall clock, same host as the client)."""
+
+    started_at: float
+    first_token_at: float | None
+
+
+@dataclass
+class Cell:
+    row: str
+    design: str
+    chats: int
+    round: int
+    model: str
+    load: LoadResult
+    model_timings: dict[str, ModelTiming]
+    process_groups: dict[str, dict[str, float]]
+    processes: list[dict[str, object]]
+    redis_commands: dict[str, dict[str, int]]
+    client_cpu_seconds: float
+    # The machine's 1, 5 and 15 minute load averages when this measurement began.
+    load_average: tuple[float, float, float]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def complete(self) -> list[ReplyRecord]:
+        return [reply for reply in self.load.replies if reply.status == "complete"]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        # Per-reply records stay in the results file: every figure can be recomputed.
+        data["load"]["replies"] = [asdict(reply) for reply in self.load.replies]
+        return data
+
+
+def _fakellm(stack: Stack, method: str, path: str) -> bytes:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack.ports.fakellm}{path}",
+        method=method,
+        data=b"" if method == "POST" else None,
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310  (loopback)
+        return response.read()
+
+
+def fakellm_requests(stack: Stack) -> list[dict[str, Any]]:
+    """What the fake model saw since its last reset: one record per request."""
+    return json.loads(_fakellm(stack, "GET", "/_fakellm/requests"))
+
+
+class ConversationPool:
+    """Each (design, level) keeps its own conversations across rounds, so every design's
+    conversations carry the same history length when it is measured."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.assigned: dict[tuple[str, str, int], list[ChatTarget]] = {}
+
+    def targets(self, row: str, design: str, chats: int) -> list[ChatTarget]:
+        key = (row, design, chats)
+        if key not in self.assigned:
+            taken = self.stack.take_conversations(chats)
+            self.assigned[key] = [
+                ChatTarget(conversation, self.stack.cookies[user]) for user, conversation in taken
+            ]
+        return self.assigned[key]
+
+
+def run_cell(  # noqa: PLR0913  (one measurement is all of these)
+    stack: Stack,
+    pool: ConversationPool,
+    design: Design,
+    *,
+    row: str,
+    level: LoadLevel,
+    model: ModelSpec,
+    round_index: int,
+) -> Cell:
+    tag = f"{row}-{design.key}-{level.chats}-r{round_index}-{time.monotonic_ns() % 10**6}"
+    own_reply_seconds = model.own_seconds
+    spec = LoadSpec(
+        tag=tag,
+        model=model.name,
+        replies=level.replies,
+        think=level.think,
+        ramp=level.ramp,
+        reply_timeout=120.0,
+        deadline=level.ramp + level.replies * (level.think[1] + own_reply_seconds + 20) + 60,
+        seed=round_index * 7919 + level.chats,
+        chats=(
+            pool.targets(row, design.key, level.chats)
+            if design.through_app
+            else [ChatTarget() for _ in range(level.chats)]
+        ),
+    )
+    if design.through_app:
+        assert design.backend_port is not None  # noqa: S101  (through_app says so)
+        front = stack.ports.tls(design.backend_port)
+        spec.url, spec.origin = f"wss://127.0.0.1:{front}", f"https://127.0.0.1:{front}"
+        spec.cafile = str(stack.tls.ca)
+        client_module = "parleybench.chatload"
+    else:
+        spec.base_url = f"http://127.0.0.1:{stack.ports.fakellm}/v1"
+        client_module = "parleybench.floorload"
+    spec_path = STATE_DIR / "cells" / f"{tag}.spec.json"
+    out_path = spec_path.with_suffix("").with_suffix(".out.json")
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    spec.save(spec_path)
+
+    _fakellm(stack, "POST", "/_fakellm/reset")
+    load_average = os.getloadavg()
+    redis_clients = {"channels": stack.admin(stack.channels), "broker": stack.admin(stack.broker)}
+    before = {name: command_calls(client) for name, client in redis_clients.items()}
+    roots = {role: stack.roots[role] for role in design.roles}
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with ProcessSampler(roots) as sampler:
+        completed = subprocess.run(  # noqa: S603  (our own client)
+            [str(VENV_BIN / "python"), "-m", client_module, str(spec_path), str(out_path)],
+            cwd=BENCH_DIR,
+            capture_output=True,
+            text=True,
+            timeout=spec.deadline + 120,
+            check=False,
+        )
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if completed.returncode != 0:
+        raise RuntimeError(f"load client {tag} failed:\n{completed.stderr[-4000:]}")
+    after = {name: command_calls(client) for name, client in redis_clients.items()}
+    for client in redis_clients.values():
+        client.close()
+    timings = {
+        record["prompt"]: ModelTiming(record["started_at"], record["first_token_at"])
+        for record in fakellm_requests(stack)
+    }
+    cell = Cell(
+        row=row,
+        design=design.key,
+        chats=level.chats,
+        round=round_index,
+        model=model.name,
+        load=LoadResult.load(out_path),
+        model_timings=timings,
+        process_groups=sampler.by_group(),
+        processes=sampler.processes(),
+        redis_commands={name: command_delta(before[name], after[name]) for name in redis_clients},
+        client_cpu_seconds=round(
+            (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime),
+            3,
+        ),
+        load_average=load_average,
+    )
+    cell.summary = summarize(cell, model)
+    return cell
+
+
+def summarize(cell: Cell, model: ModelSpec) -> dict[str, Any]:
+    """The figures of one cell; pooled figures over rounds are built from the same records."""
+    replies = cell.complete()
+    return {
+        "replies": len(cell.load.replies),
+        "complete": len(replies),
+        "errors": len(cell.load.replies) - len(replies) + len(cell.load.connect_errors),
+        **reply_figures(replies, cell.model_timings, model),
+        "throughput": throughput(replies),
+        "cpu_ms_per_reply": {
+            group: round(values["cpu_seconds"] * 1000 / max(1, len(replies)), 2)
+            for group, values in cell.process_groups.items()
+        },
+        "peak_rss_mib": {
+            group: values["peak_rss_mib"] for group, values in cell.process_groups.items()
+        },
+        "redis_commands_per_reply": {
+            name: round(sum(calls.values()) / max(1, len(replies)), 2)
+            for name, calls in cell.redis_commands.items()
+        },
+        # Each message a consumer takes off the channel layer is one ZPOPMIN (channels-redis
+        # clears its backup queue with it); nothing else in the app uses ZPOPMIN.
+        "layer_messages_per_reply": round(
+            cell.redis_commands["channels"].get("zpopmin", 0) / max(1, len(replies)), 2
+        ),
+    }
+
+
+def reply_figures(
+    replies: list[ReplyRecord], timings: dict[str, ModelTiming], model: ModelSpec
+) -> dict[str, Any]:
+    model_ttft = model.ttft_ms / 1000
+    ttft = [reply.ttft for reply in replies if reply.ttft is not None]
+    before_model, model_own, after_model = [], [], []
+    for reply in replies:
+        timing = timings.get(reply.prompt)
+        if timing is None or timing.first_token_at is None or reply.first_delta_at is None:
+            continue
+        before_model.append(timing.started_at - reply.sent_at)
+        model_own.append(timing.first_token_at - timing.started_at)
+        after_model.append(reply.first_delta_at - timing.first_token_at)
+    return {
+        "ttft_ms": stats.distribution_ms(ttft),
+        # What the stack adds to the model's configured time to first token.
+        "overhead_ms": stats.distribution_ms(value - model_ttft for value in ttft),
+        "done_ms": stats.distribution_ms(r.total for r in replies if r.total is not None),
+        "split_p50_ms": {
+            "before_model": stats.ms(stats.percentile(before_model, 50)),
+            "model": stats.ms(stats.percentile(model_own, 50)),
+            "after_model": stats.ms(stats.percentile(after_model, 50)),
+        },
+        "deltas_per_reply": round(sum(r.deltas for r in replies) / max(1, len(replies)), 2),
+        "tokens_per_reply": round(sum(r.tokens for r in replies) / max(1, len(replies)), 2),
+    }
+
+
+def throughput(replies: list[ReplyRecord]) -> dict[str, float | None]:
+    """Replies and tokens per second from the first send to the last done."""
+    ended = [r.sent_at + r.total for r in replies if r.total is not None]
+    if not replies or not ended:
+        return {"seconds": None, "replies_per_second": None, "tokens_per_second": None}
+    seconds = max(ended) - min(r.sent_at for r in replies)
+    tokens = sum(r.tokens for r in replies)
+    return {
+        "seconds": round(seconds, 3),
+        "replies_per_second": round(len(replies) / seconds, 2) if seconds > 0 else None,
+        "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None,
+    }

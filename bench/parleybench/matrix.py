@@ -1,0 +1,189 @@
+"""Rows 1 and 2: every design measured in rotating order, round after round, in one run.
+
+A slow minute on the shared machine then lands on every design alike instead of on whichever
+happened to run in it; each figure is pooled over the rounds, and each comparison is also
+made round by round (the spread of those paired figures is reported with them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from parleybench import stats
+from parleybench.cells import Cell, ConversationPool, ModelTiming, reply_figures, run_cell
+from parleybench.config import LoadLevel, ModelSpec
+from parleybench.designs import Design, all_designs, rotated
+from parleybench.stack import Stack
+
+OVERHEAD_DESIGNS = ["a", "b", "c", "d"]
+# Row 1's diagnostic: design a without coalescing, which shows what the coalescing window
+# adds to the first token. Measured at one chat only.
+OVERHEAD_DIAGNOSTIC = "a1"
+THROUGHPUT_DESIGNS = ["a", "a1", "d"]
+
+Progress = Callable[[str], None]
+
+
+def warm_up(stack: Stack, pool: ConversationPool, model: ModelSpec, progress: Progress) -> None:
+    """A few replies on every design first: imports, pools and caches are not measured."""
+    designs = all_designs(stack.ports)
+    level = LoadLevel(chats=2, replies=2, think=(0.0, 0.05), ramp=0.2)
+    for key in [*OVERHEAD_DESIGNS, OVERHEAD_DIAGNOSTIC]:
+        cell = run_cell(
+            stack, pool, designs[key], row="warmup", level=level, model=model, round_index=0
+        )
+        progress(f"warm-up {key}: {cell.summary['complete']}/{cell.summary['replies']} replies")
+        if cell.summary["complete"] == 0:
+            raise RuntimeError(
+                f"design {key} answered nothing during warm-up: "
+                f"{cell.load.connect_errors[:3]} {cell.load.replies[:2]}"
+            )
+
+
+def run_overhead_row(stack: Stack, pool: ConversationPool, progress: Progress) -> list[Cell]:
+    plan, designs = stack.plan, all_designs(stack.ports)
+    cells: list[Cell] = []
+    for round_index in range(plan.rounds):
+        for level_index, level in enumerate(plan.overhead_levels):
+            keys = list(OVERHEAD_DESIGNS)
+            if level is plan.overhead_levels[0]:
+                keys.append(OVERHEAD_DIAGNOSTIC)
+            for key in rotated(keys, round_index + level_index):
+                cells.append(
+                    _measure(
+                        stack,
+                        pool,
+                        designs[key],
+                        row="overhead",
+                        level=level,
+                        model=plan.overhead_model,
+                        round_index=round_index,
+                        progress=progress,
+                    )
+                )
+    return cells
+
+
+def run_throughput_row(stack: Stack, pool: ConversationPool, progress: Progress) -> list[Cell]:
+    plan, designs = stack.plan, all_designs(stack.ports)
+    cells: list[Cell] = []
+    for round_index in range(plan.rounds):
+        for key in rotated(THROUGHPUT_DESIGNS, round_index):
+            cells.append(
+                _measure(
+                    stack,
+                    pool,
+                    designs[key],
+                    row="throughput",
+                    level=plan.throughput_level,
+                    model=plan.throughput_model,
+                    round_index=round_index,
+                    progress=progress,
+                )
+            )
+    return cells
+
+
+def _measure(  # noqa: PLR0913  (passed straight to run_cell)
+    stack: Stack,
+    pool: ConversationPool,
+    design: Design,
+    *,
+    row: str,
+    level: LoadLevel,
+    model: ModelSpec,
+    round_index: int,
+    progress: Progress,
+) -> Cell:
+    stack.supervisor.check_alive()
+    cell = run_cell(stack, pool, design, row=row, level=level, model=model, round_index=round_index)
+    summary = cell.summary
+    progress(
+        f"{row} round {round_index + 1} design {design.key} chats {level.chats}: "
+        f"{summary['complete']}/{summary['replies']} replies, {summary['errors']} errors, "
+        f"first token p50 {summary['ttft_ms']['p50']} ms, "
+        f"{summary['throughput']['tokens_per_second']} tokens/s"
+    )
+    return cell
+
+
+def pooled(cells: list[Cell], model: ModelSpec) -> dict[str, Any]:
+    """One design at one level: every round's replies together."""
+    replies = [reply for cell in cells for reply in cell.complete()]
+    timings: dict[str, ModelTiming] = {}
+    for cell in cells:
+        timings.update(cell.model_timings)
+    count = max(1, len(replies))
+    groups = sorted({group for cell in cells for group in cell.process_groups})
+    commands: dict[str, int] = {}
+    for cell in cells:
+        for instance, calls in cell.redis_commands.items():
+            commands[instance] = commands.get(instance, 0) + sum(calls.values())
+    layer = sum(cell.redis_commands["channels"].get("zpopmin", 0) for cell in cells)
+    return {
+        "rounds": len(cells),
+        "replies": sum(cell.summary["replies"] for cell in cells),
+        "complete": len(replies),
+        "errors": sum(cell.summary["errors"] for cell in cells),
+        **reply_figures(replies, timings, model),
+        "per_round": {
+            "ttft_p50_ms": [cell.summary["ttft_ms"]["p50"] for cell in cells],
+            "overhead_p50_ms": [cell.summary["overhead_ms"]["p50"] for cell in cells],
+            "replies_per_second": [
+                cell.summary["throughput"]["replies_per_second"] for cell in cells
+            ],
+            "tokens_per_second": [
+                cell.summary["throughput"]["tokens_per_second"] for cell in cells
+            ],
+        },
+        "replies_per_second": stats.median(
+            cell.summary["throughput"]["replies_per_second"] for cell in cells
+        ),
+        "tokens_per_second": stats.median(
+            cell.summary["throughput"]["tokens_per_second"] for cell in cells
+        ),
+        "cpu_ms_per_reply": {
+            group: round(
+                sum(c.process_groups.get(group, {}).get("cpu_seconds", 0.0) for c in cells)
+                * 1000
+                / count,
+                2,
+            )
+            for group in groups
+        },
+        "peak_rss_mib": {
+            group: max(c.process_groups.get(group, {}).get("peak_rss_mib", 0.0) for c in cells)
+            for group in groups
+        },
+        "largest_process_rss_mib": {
+            group: max(c.process_groups.get(group, {}).get("largest_rss_mib", 0.0) for c in cells)
+            for group in groups
+        },
+        "redis_commands_per_reply": {
+            instance: round(calls / count, 2) for instance, calls in commands.items()
+        },
+        "layer_messages_per_reply": round(layer / count, 2),
+    }
+
+
+def group_cells(cells: list[Cell]) -> dict[tuple[str, int], list[Cell]]:
+    grouped: dict[tuple[str, int], list[Cell]] = {}
+    for cell in cells:
+        grouped.setdefault((cell.design, cell.chats), []).append(cell)
+    return grouped
+
+
+def paired(cells: list[Cell], left: str, right: str, chats: int, figure: str) -> list[float]:
+    """Per round: left's figure minus right's (p50 of `figure`), where both ran."""
+    by_round: dict[int, dict[str, float]] = {}
+    for cell in cells:
+        if cell.chats == chats and cell.design in {left, right}:
+            value = cell.summary[figure]["p50"]
+            if value is not None:
+                by_round.setdefault(cell.round, {})[cell.design] = value
+    return [
+        round(values[left] - values[right], 2)
+        for values in by_round.values()
+        if left in values and right in values
+    ]

@@ -1,0 +1,152 @@
+"""What the servers spent during one measurement: peak memory and CPU time of every process,
+and the commands each Redis instance ran.
+
+CPU seconds per reply are the figure least disturbed by other work on a shared machine:
+a noisy neighbour makes a reply wait longer, not cost more cycles.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from parleybench.processes import descendants
+
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class ProcessUsage:
+    group: str
+    pid: int
+    command: str
+    peak_rss_kb: int = 0
+    cpu_start: float | None = None
+    cpu_end: float = 0.0
+
+    @property
+    def cpu_seconds(self) -> float:
+        return max(0.0, self.cpu_end - (self.cpu_start or 0.0))
+
+
+def _read_usage(pid: int) -> tuple[int, float] | None:
+    """(resident kB, user+system CPU seconds) of one process, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        statm = Path(f"/proc/{pid}/statm").read_text()
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces) start at field 3.
+    fields = stat.rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / TICKS
+    rss_kb = int(statm.split()[1]) * PAGE_KB
+    return rss_kb, cpu
+
+
+def _command(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()[:120]
+
+
+@dataclass
+class ProcessSampler:
+    """Samples every process under the given roots until stopped (a background thread)."""
+
+    roots: dict[str, list[int]]
+    interval: float = 0.2
+    usage: dict[int, ProcessUsage] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def sample(self) -> None:
+        for group, pids in self.roots.items():
+            for root in pids:
+                for pid in descendants(root):
+                    reading = _read_usage(pid)
+                    if reading is None:
+                        continue
+                    rss_kb, cpu = reading
+                    entry = self.usage.get(pid)
+                    if entry is None:
+                        entry = self.usage[pid] = ProcessUsage(group, pid, _command(pid))
+                        entry.cpu_start = cpu
+                    entry.peak_rss_kb = max(entry.peak_rss_kb, rss_kb)
+                    entry.cpu_end = cpu
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> ProcessSampler:
+        self.sample()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
+
+    def by_group(self) -> dict[str, dict[str, float]]:
+        """Per group: sum of the processes' peak RSS (MiB), largest single one, CPU seconds."""
+        summary: dict[str, dict[str, float]] = {}
+        for entry in self.usage.values():
+            group = summary.setdefault(
+                entry.group,
+                {"processes": 0, "peak_rss_mib": 0.0, "largest_rss_mib": 0.0, "cpu_seconds": 0.0},
+            )
+            group["processes"] += 1
+            group["peak_rss_mib"] += entry.peak_rss_kb / 1024
+            group["largest_rss_mib"] = max(group["largest_rss_mib"], entry.peak_rss_kb / 1024)
+            group["cpu_seconds"] += entry.cpu_seconds
+        return {
+            name: {k: round(v, 3) for k, v in values.items()} for name, values in summary.items()
+        }
+
+    def processes(self) -> list[dict[str, object]]:
+        return [
+            {
+                "group": e.group,
+                "pid": e.pid,
+                "command": e.command,
+                "peak_rss_mib": round(e.peak_rss_kb / 1024, 1),
+                "cpu_seconds": round(e.cpu_seconds, 3),
+            }
+            for e in sorted(self.usage.values(), key=lambda e: (e.group, e.pid))
+        ]
+
+
+def rss_kb(pids: list[int]) -> int:
+    """Resident memory now of these processes and everything below them."""
+    total = 0
+    for root in pids:
+        for pid in descendants(root):
+            reading = _read_usage(pid)
+            if reading is not None:
+                total += reading[0]
+    return total
+
+
+def command_calls(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): int(values["calls"])
+        for name, values in stats.items()
+        if isinstance(values, dict)
+    }
+
+
+def command_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    # The harness's own INFO calls are not the app's work.
+    delta = {name: calls - before.get(name, 0) for name, calls in after.items()}
+    return {name: calls for name, calls in sorted(delta.items()) if calls > 0 and name != "info"}

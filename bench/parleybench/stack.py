@@ -1,0 +1,211 @@
+"""Bring up everything one run needs, once, so every design is measured against the same
+database, Redis, fake model and nginx, and designs can be interleaved without restarts.
+
+Idle designs cost nothing measurable while another is loaded (no sockets, no tasks), so all
+of them stay up for the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import subprocess
+from dataclasses import dataclass, field
+
+import redis
+
+from parleybench import appservers, datastores, nginxconf, signin
+from parleybench.config import Credentials, Plan, Ports
+from parleybench.datastores import RedisInstance
+from parleybench.paths import APP_DIR, BENCH_DIR, STATE_DIR, VENV_BIN
+from parleybench.processes import Supervisor, ensure_ports_free, raise_open_files_limit
+from parleybench.tls import TlsFiles, make_certificates
+
+
+@dataclass
+class Stack:
+    plan: Plan
+    ports: Ports
+    creds: Credentials
+    tls: TlsFiles
+    supervisor: Supervisor
+    app_env: dict[str, str]
+    nofile: int
+    # Process roots to sample, by role: "postgres", "web-a", "celery", "nginx", ...
+    roots: dict[str, list[int]] = field(default_factory=dict)
+    cookies: dict[str, str] = field(default_factory=dict)
+    conversations: list[tuple[str, str]] = field(default_factory=list)
+    broker: RedisInstance | None = None
+    channels: RedisInstance | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.tls.ca))
+
+    def admin(self, instance: RedisInstance | None) -> redis.Redis:
+        assert instance is not None  # noqa: S101  (set by bring_up before any use)
+        return instance.admin(self.creds)
+
+    def take_conversations(self, count: int) -> list[tuple[str, str]]:
+        """Conversations no other measurement has used, so histories stay comparable."""
+        if count > len(self.conversations):
+            raise RuntimeError(f"the seed made too few conversations ({count} more wanted)")
+        taken, self.conversations = self.conversations[:count], self.conversations[count:]
+        return taken
+
+
+def app_environment(
+    plan: Plan, ports: Ports, creds: Credentials, broker: RedisInstance, channels: RedisInstance
+) -> dict[str, str]:
+    """Production settings, as /etc/parley/parley.env holds them, for loopback."""
+    fronts = [
+        ports.tls(port) for port in (ports.parley, ports.daphne, ports.inprocess, ports.per_token)
+    ]
+    models = [plan.overhead_model.name, plan.throughput_model.name]
+    return {
+        "DJANGO_SETTINGS_MODULE": "parley.settings.production",
+        "PARLEY_SECRET_KEY": creds.secret_key,
+        "PARLEY_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        # The site is on a non-default port here, so its origins are named (on 443 the Host
+        # check alone would do).
+        "PARLEY_CSRF_TRUSTED_ORIGINS": ",".join(f"https://127.0.0.1:{port}" for port in fronts),
+        "PARLEY_DATABASE_URL": datastores.database_url(ports, creds),
+        "PARLEY_CELERY_BROKER_URL": broker.url(creds),
+        "PARLEY_CHANNEL_LAYER_URL": channels.url(creds),
+        "PARLEY_LLM_BASE_URL": f"http://127.0.0.1:{ports.fakellm}/v1",
+        "PARLEY_LLM_MODELS": ",".join(models),
+        "PARLEY_LLM_PROVIDER_LABEL": "fakellm",
+        "PARLEY_DEMO_PROVIDER": "false",
+        # The limits stay on (their Redis round trips are part of every message) but high
+        # enough that a benchmark user sending hundreds of messages is never refused.
+        "PARLEY_RATE_LIMIT_MESSAGES": "1000000",
+        "PARLEY_DAILY_TOKEN_QUOTA": "1000000000000",
+        "PARLEY_STATIC_ROOT": str(STATE_DIR / "static"),
+    }
+
+
+def _manage(app_env: dict[str, str], *args: str) -> str:
+    env = {
+        "PATH": f"{VENV_BIN}:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(STATE_DIR),
+        **app_env,
+    }
+    completed = subprocess.run(  # noqa: S603  (our own argv)
+        [str(VENV_BIN / "python"), *args],
+        cwd=APP_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{completed.stdout}\n{completed.stderr}")
+    return completed.stdout
+
+
+def conversations_needed(plan: Plan, chat_designs: int) -> int:
+    overhead = sum(level.chats for level in plan.overhead_levels) * chat_designs
+    # Row 1's per-token diagnostic at one chat, and row 2's two chat designs.
+    return overhead + 1 + 2 * plan.throughput_level.chats + plan.sockets + 64
+
+
+def bring_up(supervisor: Supervisor, plan: Plan) -> Stack:
+    ports, creds = Ports(), Credentials()
+    ensure_ports_free(ports.all())
+    nofile = raise_open_files_limit()
+    if STATE_DIR.exists():
+        shutil.rmtree(STATE_DIR)
+    STATE_DIR.mkdir(parents=True)
+    STATE_DIR.chmod(0o755)  # PostgreSQL's user must reach its data directory below
+    tls = make_certificates(STATE_DIR / "tls")
+    broker = RedisInstance("broker", ports.redis_broker)
+    channels = RedisInstance("channels", ports.redis_channels)
+    app_env = app_environment(plan, ports, creds, broker, channels)
+    stack = Stack(
+        plan, ports, creds, tls, supervisor, app_env, nofile, broker=broker, channels=channels
+    )
+
+    stack.roots["postgres"] = [datastores.start_postgres(supervisor, ports, creds).pid]
+    stack.roots["redis-broker"] = [
+        datastores.start_redis(supervisor, broker, creds, persistent=True).pid
+    ]
+    stack.roots["redis-channels"] = [
+        datastores.start_redis(supervisor, channels, creds, persistent=False).pid
+    ]
+    stack.roots["fakellm"] = [
+        appservers.start_fakellm(supervisor, ports.fakellm, plan.overhead_model).pid
+    ]
+
+    _manage(app_env, "manage.py", "migrate", "--noinput", "-v0")
+    _manage(app_env, "manage.py", "collectstatic", "--noinput", "-v0")
+    seeded = json.loads(
+        _manage(
+            {
+                **app_env,
+                "PYTHONPATH": f"{APP_DIR}:{BENCH_DIR}",
+                "BENCH_USER_PASSWORD": creds.user_password,
+            },
+            "-m",
+            "parleybench.seed",
+            str(plan.users),
+            str(conversations_needed(plan, 3)),
+        )
+    )
+    stack.conversations = [(user, conversation) for user, conversation in seeded["conversations"]]
+
+    per_token_env = {
+        **app_env,
+        # Its own broker database, so its tasks reach only its own worker.
+        "PARLEY_CELERY_BROKER_URL": broker.url(creds, db=1),
+        "PARLEY_STREAM_FLUSH_TOKENS": "1",
+    }
+    start = appservers
+    stack.roots["web-a"] = [
+        start.start_gunicorn(supervisor, "web-a", ports.parley, app_env, plan).pid
+    ]
+    stack.roots["celery"] = [
+        start.start_celery(supervisor, "celery", app_env, plan, ports.worker_metrics).pid
+    ]
+    stack.roots["web-b"] = [
+        process.pid
+        for process in start.start_daphne(supervisor, "web-b", ports.daphne, app_env, plan)
+    ]
+    stack.roots["web-c"] = [
+        start.start_gunicorn(
+            supervisor,
+            "web-c",
+            ports.inprocess,
+            {**app_env, "PARLEY_GENERATION_MODE": "inprocess"},
+            plan,
+        ).pid
+    ]
+    stack.roots["web-a1"] = [
+        start.start_gunicorn(supervisor, "web-a1", ports.per_token, per_token_env, plan).pid
+    ]
+    stack.roots["celery-a1"] = [
+        start.start_celery(
+            supervisor, "celery-a1", per_token_env, plan, ports.worker_metrics_per_token
+        ).pid
+    ]
+    stack.roots["echo"] = [start.start_echo(supervisor, ports.echo, plan).pid]
+
+    frontends = [
+        nginxconf.Frontend(name, ports.tls(port), port)
+        for name, port in (
+            ("a", ports.parley),
+            ("b", ports.daphne),
+            ("c", ports.inprocess),
+            ("a1", ports.per_token),
+            ("echo", ports.echo),
+        )
+    ]
+    config = nginxconf.render(frontends, tls, STATE_DIR / "nginx", nofile)
+    nginx = start.start_nginx(supervisor, config, [front.listen_port for front in frontends])
+    stack.roots["nginx"] = [nginx.pid]
+
+    stack.cookies = signin.sign_in_all(
+        ports.tls(ports.parley), stack.ssl_context(), seeded["users"], creds.user_password
+    )
+    return stack

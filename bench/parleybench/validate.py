@@ -1,0 +1,136 @@
+"""The smoke's verdict: the harness ran end to end and its results are well formed and
+complete. No figure is compared with a time: a slow machine passes, a broken harness fails.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from parleybench.config import Plan
+from parleybench.matrix import OVERHEAD_DESIGNS, OVERHEAD_DIAGNOSTIC, THROUGHPUT_DESIGNS
+from parleybench.paths import BENCH_DIR, VENV_BIN
+
+APP_DESIGNS = {"a", "b", "c", "a1"}
+
+
+def _finite(value: object, where: str, problems: list[str]) -> None:
+    if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        problems.append(f"{where}: {value!r} is not a measured, non-negative number")
+
+
+def check_reply_entry(key: str, entry: dict[str, Any], problems: list[str]) -> None:
+    design = key.split("@", maxsplit=1)[0]
+    if entry["complete"] == 0 or entry["complete"] != entry["replies"] or entry["errors"]:
+        problems.append(
+            f"{key}: {entry['complete']}/{entry['replies']} replies complete, "
+            f"{entry['errors']} errors"
+        )
+    for name in ("ttft_ms", "overhead_ms", "done_ms"):
+        for q in ("p50", "p95", "p99"):
+            value = entry[name][q]
+            if name == "overhead_ms":  # may be negative by a hair on a fast path; present is all
+                if not isinstance(value, int | float):
+                    problems.append(f"{key}.{name}.{q} missing")
+            else:
+                _finite(value, f"{key}.{name}.{q}", problems)
+    for part, value in entry["split_p50_ms"].items():
+        if value is None:
+            problems.append(f"{key}: no {part} split (fake model log not matched)")
+    if entry["tokens_per_reply"] <= 0:
+        problems.append(f"{key}: no tokens received")
+    layer = entry["layer_messages_per_reply"]
+    if (design in APP_DESIGNS) != (layer > 0):
+        problems.append(f"{key}: {layer} channel-layer messages per reply")
+    for group, cpu in entry["cpu_ms_per_reply"].items():
+        _finite(cpu, f"{key}.cpu.{group}", problems)
+    if not any(rss > 0 for rss in entry["peak_rss_mib"].values()):
+        problems.append(f"{key}: no process memory sampled")
+
+
+def check_overhead(results: dict[str, Any], plan: Plan, problems: list[str]) -> None:
+    overhead = results["overhead"]["designs"]
+    for level in plan.overhead_levels:
+        wanted = [*OVERHEAD_DESIGNS]
+        if level is plan.overhead_levels[0]:
+            wanted.append(OVERHEAD_DIAGNOSTIC)
+        for design in wanted:
+            key = f"{design}@{level.chats}"
+            if key not in overhead:
+                problems.append(f"overhead: no measurement of {key}")
+            else:
+                check_reply_entry(key, overhead[key], problems)
+
+
+def check_throughput(results: dict[str, Any], problems: list[str]) -> None:
+    throughput = results["throughput"]["designs"]
+    for design in THROUGHPUT_DESIGNS:
+        if design not in throughput:
+            problems.append(f"throughput: no measurement of {design}")
+            continue
+        check_reply_entry(f"{design}@throughput", throughput[design], problems)
+        _finite(throughput[design]["tokens_per_second"], f"{design} tokens/s", problems)
+    if {"a", "a1"} <= throughput.keys() and not (
+        throughput["a1"]["layer_messages_per_reply"] > throughput["a"]["layer_messages_per_reply"]
+    ):
+        problems.append("per-token sending did not send more channel-layer messages")
+
+
+def check_results(results: dict[str, Any], plan: Plan) -> list[str]:
+    problems: list[str] = []
+    json.loads(json.dumps(results, allow_nan=False))  # serialisable, no NaN
+    check_overhead(results, plan, problems)
+    check_throughput(results, problems)
+    for server in results["sockets"]["servers"]:
+        wanted = server["sockets_wanted"]
+        held = server["sockets_open"] == server["sockets_answering_after_hold"] == wanted
+        if not held or server["errors"]:
+            problems.append(f"sockets {server['design']}: {server}")
+    for section in ("overhead", "throughput", "sockets"):
+        for target in results[section]["targets"]:
+            if target["met"] not in {True, False}:
+                problems.append(f"target {target['target']!r} could not be evaluated")
+    return problems
+
+
+def check_deploy_cost() -> list[str]:
+    """Row 4's harness on a real (tiny, local) playbook: converge changes, re-run does not."""
+    problems: list[str] = []
+    smoke = BENCH_DIR / "deploy-smoke"
+    with tempfile.TemporaryDirectory(prefix="bench-deploy-") as scratch:
+        out = Path(scratch) / "results"
+        completed = subprocess.run(  # noqa: S603  (our own harness)
+            [
+                str(VENV_BIN / "python"),
+                "-m",
+                "parleybench.deploycost",
+                str(smoke / "inventory.yml"),
+                "--playbook",
+                str(smoke / "playbook.yml"),
+                "--out",
+                str(out),
+                "--",
+                "-e",
+                f"bench_smoke_dir={scratch}",
+            ],
+            cwd=BENCH_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if completed.returncode != 0:
+            return [f"deploy-cost failed: {completed.stdout[-2000:]}{completed.stderr[-2000:]}"]
+        result = json.loads(next(out.glob("deploy-*.json")).read_text())
+    converge, rerun = result["runs"]
+    if sum(host.get("changed", 0) for host in converge["hosts"].values()) < 1:
+        problems.append(f"deploy-cost: the converge recap shows no change: {converge['hosts']}")
+    if set(rerun["hosts"]) != {"localhost"} or result["rerun_changed"] != 0:
+        problems.append(f"deploy-cost: the re-run recap is wrong: {rerun['hosts']}")
+    if not rerun["slowest_tasks"]:
+        problems.append("deploy-cost: no profile_tasks lines parsed")
+    return problems
