@@ -1,0 +1,46 @@
+"""WebSocket client run on the probe: opens wss://NAME/PATH with the given Origin, trusting
+only the CA file given, sends a text and a binary frame and prints one JSON report: the
+handshake's HTTP status and what came back."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import ssl
+
+import websockets
+
+
+async def exchange(args: argparse.Namespace) -> dict:
+    context = ssl.create_default_context(cafile=args.cafile)
+    extra = {"origin": args.origin} if args.origin else {}
+    try:
+        async with websockets.connect(
+            f"wss://{args.name}{args.path}", ssl=context, open_timeout=10, **extra
+        ) as socket:
+            await socket.send("hello through nginx")
+            text = await asyncio.wait_for(socket.recv(), 10)
+            payload = bytes(range(256)) * 64
+            await socket.send(payload)
+            binary = await asyncio.wait_for(socket.recv(), 10)
+            return {
+                "status": 101,
+                "text_echoed": text == "hello through nginx",
+                "binary_echoed": binary == payload,
+            }
+    except websockets.exceptions.InvalidStatusCode as refused:
+        return {"status": refused.status_code}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cafile", required=True)
+    parser.add_argument("--origin", default="")
+    parser.add_argument("--path", default="/ws/echo/")
+    parser.add_argument("name")
+    print(json.dumps(asyncio.run(exchange(parser.parse_args()))))
+
+
+if __name__ == "__main__":
+    main()

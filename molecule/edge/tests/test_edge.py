@@ -1,0 +1,670 @@
+"""The edge roles (nginx, certbot), seen from a client that trusts only Pebble's root.
+
+Each lb host under test (group `targets`) serves its own name (vars.yml); edge-lb13 also
+shares its certificate with edge-lbpeer, whose tests run with edge-lb13's.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import host, hosts_in, run_playbook
+from edge import (
+    PROBE_DIR,
+    REPOSITORY,
+    ROOT_CA,
+    VARS_FILE,
+    ansible_playbook,
+    curl,
+    install_probe_files,
+    json_report,
+    keep_artifact,
+    own_name,
+    peers,
+    run_with_bad_inputs,
+    served_serial,
+    site,
+)
+from testinfra.host import Host
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+)
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+@pytest.fixture(scope="session")
+def client(probe: Host) -> Host:
+    """The probe, with the scripts it runs and Pebble's root in place."""
+    install_probe_files(probe)
+    return probe
+
+
+def headers_of(raw: str) -> dict[str, list[str]]:
+    """Header lines of the response at the start of `raw` (curl's --dump-header output,
+    maybe followed by the body), by lowercase name."""
+    found: dict[str, list[str]] = {}
+    for line in raw.split("\r\n\r\n", 1)[0].splitlines()[1:]:
+        name, _, value = line.partition(":")
+        found.setdefault(name.strip().lower(), []).append(value.strip())
+    return found
+
+
+def status_line(raw: str) -> str:
+    return raw.lstrip().splitlines()[0].strip()
+
+
+# --- TLS and HTTP ---------------------------------------------------------------------------
+
+
+def test_https_serves_the_pebble_certificate_over_http2(client: Host, target: str) -> None:
+    name = own_name(target)
+    rc, out, err = curl(
+        client, f"--http2 -o /dev/null -w '%{{http_code}} %{{http_version}}' https://{name}/"
+    )
+    assert rc == 0, err
+    assert out == "200 2"
+    chain = client.run(
+        f"openssl s_client -connect {name}:443 -servername {name} -CAfile {ROOT_CA} "
+        "-verify_return_error </dev/null 2>/dev/null "
+        "| openssl x509 -noout -issuer -ext subjectAltName"
+    )
+    assert chain.rc == 0, chain.stderr
+    assert "Pebble Intermediate CA" in chain.stdout
+    for served in site(target)["names"]:
+        assert f"DNS:{served}" in chain.stdout
+
+
+def test_http_redirects_to_https_but_answers_acme_challenges(client: Host, target: str) -> None:
+    name = own_name(target)
+    rc, out, err = curl(
+        client, f"-o /dev/null -w '%{{http_code}} %{{redirect_url}}' 'http://{name}/a/b?c=1'"
+    )
+    assert rc == 0, err
+    assert out == f"301 https://{name}/a/b?c=1"
+    # A challenge file in the webroot is served as it is over plain HTTP.
+    token = secrets.token_urlsafe(24)
+    server = host(site(target)["issuer"])
+    webroot = "/var/www/acme/.well-known/acme-challenge"
+    assert server.run(f"mkdir -p {webroot} && echo {token}.key > {webroot}/{token}").rc == 0
+    try:
+        rc, out, err = curl(client, f"--fail http://{name}/.well-known/acme-challenge/{token}")
+        assert rc == 0, err
+        assert out.strip() == f"{token}.key"
+    finally:
+        server.run(f"rm -f {webroot}/{token}")
+
+
+def test_names_we_do_not_serve_get_nothing(client: Host, target: str) -> None:
+    address = client.run(f"getent hosts {own_name(target)}").stdout.split()[0]
+    # Port 80: the connection closes without an answer.
+    rc, _, err = curl(client, f"-H 'Host: elsewhere.example' http://{address}/")
+    assert rc == 52, err
+    # Port 443: no certificate is shown to a client naming another site, or none.
+    for sni in ("-servername elsewhere.example", "-noservername"):
+        handshake = client.run(f"openssl s_client -connect {address}:443 {sni} </dev/null")
+        assert handshake.rc != 0
+        assert "BEGIN CERTIFICATE" not in handshake.stdout
+
+
+def test_security_headers_on_every_answer(client: Host, target: str) -> None:
+    name = own_name(target)
+    # An answer of the app (which sends weaker copies of some of these headers), and an
+    # error nginx makes itself.
+    for path in ("/", "/ws/no-origin/"):
+        rc, out, err = curl(client, f"-o /dev/null --dump-header - https://{name}{path}")
+        assert rc == 0, err
+        headers = headers_of(out)
+        assert headers["strict-transport-security"] == [HSTS]
+        assert headers["content-security-policy"] == [CSP]
+        assert headers["x-content-type-options"] == ["nosniff"]
+        assert headers["x-frame-options"] == ["DENY"]
+        assert headers["referrer-policy"] == ["same-origin"]
+        assert "camera=()" in headers["permissions-policy"][0]
+        assert headers["server"] == ["nginx"], "server_tokens must hide the version"
+
+
+def test_the_app_is_told_who_asked_and_how(client: Host, target: str) -> None:
+    name = own_name(target)
+    probe_address = client.run("hostname -I").stdout.split()[0]
+    rc, out, err = curl(client, f"-H 'X-Forwarded-For: 203.0.113.66' https://{name}/whoami")
+    assert rc == 0, err
+    seen = json.loads(out)["headers"]
+    assert seen["host"] == name
+    assert seen["x-forwarded-proto"] == "https"
+    assert seen["x-forwarded-host"] == name
+    # nginx is the first hop: what the client claims is dropped, its address is passed.
+    assert seen["x-forwarded-for"] == probe_address
+    assert len(seen["x-request-id"]) == 32
+
+
+def test_large_bodies_are_refused(client: Host, target: str) -> None:
+    name = own_name(target)
+    client.run(f"head -c 2097152 /dev/zero > {PROBE_DIR}/2m.bin")
+    rc, out, err = curl(
+        client,
+        f"-o /dev/null -w '%{{http_code}}' --data-binary @{PROBE_DIR}/2m.bin https://{name}/",
+    )
+    assert rc == 0, err
+    assert out == "413"
+
+
+def test_static_files_are_cached_on_the_lb(client: Host, target: str) -> None:
+    name = own_name(target)
+    url = f"https://{name}/static/app.{uuid.uuid4().hex}.js"
+    answers = []
+    for _ in range(2):
+        rc, out, err = curl(client, f"--dump-header - {url}")
+        assert rc == 0, err
+        answers.append(headers_of(out))
+    first, second = answers
+    assert first["x-cache-status"] == ["MISS"]
+    assert second["x-cache-status"] == ["HIT"]
+    # The app was asked once: the second answer is the lb's copy.
+    assert second["x-upstream-hits"] == ["1"]
+    assert second["cache-control"] == ["max-age=315360000, public, immutable"]
+    assert second["strict-transport-security"] == [HSTS]
+
+
+def test_ops_endpoints_answer_the_lb_only(client: Host, target: str) -> None:
+    name = own_name(target)
+    server = host(target)
+    for path in ("/readyz", "/metrics"):
+        rc, out, err = curl(client, f"-o /dev/null -w '%{{http_code}}' https://{name}{path}")
+        assert rc == 0, err
+        assert out == "403", f"{path} from outside"
+        local = server.run(
+            f"curl -sS -k -o /dev/null -w '%{{http_code}}' --resolve {name}:443:127.0.0.1 "
+            f"https://{name}{path}"
+        )
+        assert local.stdout == "200", f"{path} from the lb itself: {local.stderr}"
+    rc, out, err = curl(client, f"-o /dev/null -w '%{{http_code}}' https://{name}/healthz")
+    assert out == "200", err
+
+
+# --- WebSockets -----------------------------------------------------------------------------
+
+
+def websocket(client: Host, name: str, origin: str) -> dict:
+    option = f"--origin '{origin}'" if origin else ""
+    result = client.run(f"python3 {PROBE_DIR}/ws_client.py --cafile {ROOT_CA} {option} {name}")
+    assert result.rc == 0, result.stderr
+    return json_report(result.stdout)
+
+
+def raw_handshake(client: Host, name: str, origin: str | None) -> str:
+    origin_header = f"-H 'Origin: {origin}'" if origin else ""
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    rc, out, _ = curl(
+        client,
+        f"--http1.1 --max-time 3 --dump-header - -o /dev/null -H 'Connection: Upgrade' "
+        f"-H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: {key}' "
+        f"{origin_header} https://{name}/ws/echo/",
+    )
+    # curl gives up on the upgraded connection after --max-time; the headers are what count.
+    assert rc in (0, 28), out
+    return out
+
+
+def test_websocket_upgrade_returns_101_and_echoes_frames(client: Host, target: str) -> None:
+    name = own_name(target)
+    handshake = raw_handshake(client, name, f"https://{name}")
+    assert status_line(handshake).startswith("HTTP/1.1 101"), handshake
+    assert headers_of(handshake)["upgrade"] == ["websocket"]
+    assert websocket(client, name, f"https://{name}") == {
+        "status": 101,
+        "text_echoed": True,
+        "binary_echoed": True,
+    }
+
+
+def test_cross_origin_websocket_is_refused(client: Host, target: str) -> None:
+    name = own_name(target)
+    for origin in ("https://evil.example", f"http://{name}", f"https://{name}.evil.example"):
+        assert websocket(client, name, origin) == {"status": 403}, origin
+        handshake = raw_handshake(client, name, origin)
+        assert status_line(handshake).startswith("HTTP/1.1 403"), origin
+        assert headers_of(handshake)["strict-transport-security"] == [HSTS]
+    # A handshake without Origin is refused too, as the app refuses it.
+    assert websocket(client, name, "") == {"status": 403}
+
+
+# --- Abuse limits ---------------------------------------------------------------------------
+
+
+def status_codes(client: Host, url: str, count: int) -> list[str]:
+    """Status of `count` requests sent back to back on one connection."""
+    rc, out, err = curl(client, "-w '%{http_code}\\n' " + f"-o /dev/null {url} " * count)
+    assert rc == 0, err
+    return out.split()
+
+
+def test_sign_in_is_rate_limited_with_our_429_page(client: Host, target: str) -> None:
+    name = own_name(target)
+    url = f"https://{name}/accounts/login/"
+    # 10r/m with a burst of 5: the first six pass, then 429 (one more may pass if a slot
+    # freed up meanwhile).
+    codes = status_codes(client, url, 12)
+    assert codes[0] == "200"
+    assert "429" in codes
+    assert codes.count("200") <= 7, codes
+    assert codes[-1] == "429", codes
+    rc, out, err = curl(client, f"--dump-header - {url}")
+    assert rc == 0, err
+    assert status_line(out).endswith("429"), out
+    assert headers_of(out)["strict-transport-security"] == [HSTS]
+    assert "<title>Too many requests - Parley</title>" in out
+
+
+def test_api_is_rate_limited_with_a_json_429(client: Host, target: str) -> None:
+    name = own_name(target)
+    codes = status_codes(client, f"https://{name}/api/ping", 60)
+    assert codes[0] == "200"
+    assert "429" in codes, codes
+    rc, out, err = curl(client, f"https://{name}/api/ping " * 30)
+    assert rc == 0, err
+    assert '{"error": "rate_limited"' in out
+
+
+def test_the_lb_itself_is_not_rate_limited(target: str) -> None:
+    name = own_name(target)
+    local = host(target).run(
+        f"curl -sS -k --resolve {name}:443:127.0.0.1 -w '%{{http_code}}\\n' "
+        + f"-o /dev/null https://{name}/accounts/login/ " * 20
+    )
+    assert local.rc == 0, local.stderr
+    assert set(local.stdout.split()) == {"200"}
+
+
+# --- The whole of it from outside --------------------------------------------------------------
+
+
+def test_only_ssh_http_and_https_are_reachable(client: Host, target: str) -> None:
+    scan = client.run(
+        f"nmap -Pn -n -sT -p- --min-rate 10000 --max-retries 1 --host-timeout 120s -oG - {target}"
+    )
+    assert scan.rc == 0, scan.stderr
+    ports = [line for line in scan.stdout.splitlines() if "Ports:" in line]
+    assert len(ports) == 1, scan.stdout
+    listed = ports[0].split("Ports:", 1)[1].split("Ignored State")[0]
+    opened = {int(entry.split("/")[0]) for entry in listed.split(",") if "/open/" in entry}
+    assert opened == {22, 80, 443}, scan.stdout
+    assert "filtered (65532)" in ports[0], scan.stdout
+
+
+def test_sslyze_finds_the_mozilla_intermediate_profile(client: Host, target: str) -> None:
+    name = own_name(target)
+    scan = client.run(
+        f"sslyze --mozilla_config=intermediate --certinfo_ca_file {ROOT_CA} {name}:443"
+    )
+    keep_artifact(f"{target}-sslyze.txt", scan.stdout + scan.stderr)
+    assert scan.rc == 0, scan.stdout[-3000:]
+    assert f"{name}:443: OK - Compliant." in scan.stdout
+
+
+def test_testssl_reports_nothing_high_or_critical(client: Host, target: str) -> None:
+    name = own_name(target)
+    report = f"{PROBE_DIR}/testssl-{target}.json"
+    # Every check but the client simulation, which only lists which clients could connect.
+    scan = client.run(
+        f"rm -f {report}; testssl --quiet --color 0 --warnings off --add-ca {ROOT_CA} "
+        f"--protocols --std --fs --server-preference --server-defaults --headers --vulnerable "
+        f"--jsonfile {report} https://{name}"
+    )
+    keep_artifact(f"{target}-testssl.txt", scan.stdout + scan.stderr)
+    findings = json.loads(client.file(report).content_string)
+    assert len(findings) > 50, scan.stdout[-3000:]
+    serious = [f for f in findings if f["severity"] in ("HIGH", "CRITICAL")]
+    assert serious == [], serious
+    # The scan did see our server: TLS 1.3 offered, TLS 1.0 not.
+    by_id = {f["id"]: f["finding"] for f in findings}
+    assert by_id["TLS1_3"].startswith("offered"), by_id["TLS1_3"]
+    assert by_id["TLS1"] == "not offered"
+
+
+# --- Logs -----------------------------------------------------------------------------------
+
+
+def test_json_access_log_survives_rotation(client: Host, target: str) -> None:
+    name = own_name(target)
+    server = host(target)
+
+    def logged(path: str) -> dict:
+        rc, _, err = curl(client, f"-o /dev/null https://{name}{path}")
+        assert rc == 0, err
+        lines = server.run(f'grep -F \'"uri":"{path}"\' /var/log/nginx/access.log')
+        assert lines.rc == 0, f"{path} is not in the current access.log"
+        return json.loads(lines.stdout.splitlines()[-1])
+
+    entry = logged(f"/log-check/{uuid.uuid4().hex}")
+    assert entry["status"] == 200
+    assert isinstance(entry["request_time"], float)
+    assert float(entry["upstream_response_time"]) >= 0
+    assert entry["upstream_addr"].endswith(":8000")
+    assert entry["protocol"] == "HTTP/2.0"
+    assert entry["tls"] in ("TLSv1.2", "TLSv1.3")
+    rotated = server.run("logrotate --force /etc/logrotate.d/nginx")
+    assert rotated.rc == 0, rotated.stderr
+    assert server.file("/var/log/nginx/access.log.1").exists
+    # nginx writes to the new file after the rotation.
+    assert logged(f"/log-check/{uuid.uuid4().hex}")["status"] == 200
+
+
+# --- Certificates: issued once, renewed by the timer's service, shared ----------------------------
+
+
+def test_certbot_timer_alone_schedules_renewals(target: str) -> None:
+    server = host(target)
+    assert server.service("certbot.timer").is_enabled
+    assert server.service("certbot.timer").is_running
+    jobs = server.run("grep -rl certbot /etc/cron.d /etc/cron.daily /etc/crontab /var/spool/cron")
+    # Only the package's cron file, which does nothing where systemd runs.
+    assert jobs.stdout.split() in ([], ["/etc/cron.d/certbot"]), jobs.stdout
+    if jobs.stdout.strip():
+        assert "! -d /run/systemd/system" in server.file("/etc/cron.d/certbot").content_string
+
+
+def test_certbot_service_is_confined(target: str) -> None:
+    analysis = host(target).run("systemd-analyze security --threshold=20 certbot.service")
+    assert analysis.rc == 0, analysis.stdout[-2000:]
+
+
+def test_converging_again_asked_for_no_new_certificate(client: Host, target: str) -> None:
+    """Converge and the idempotence run both ran certbot's role: one certificate exists,
+    the one served."""
+    server = host(target)
+    issued = server.run("ls /etc/letsencrypt/archive/parley/").stdout.split()
+    assert sorted(issued) == ["cert1.pem", "chain1.pem", "fullchain1.pem", "privkey1.pem"]
+    first = server.run("openssl x509 -noout -serial -in /etc/letsencrypt/archive/parley/cert1.pem")
+    assert first.stdout.strip().split("=", 1)[1].upper() == served_serial(client, own_name(target))
+
+
+def test_lb_hosts_sharing_a_certificate_serve_the_issuers(client: Host, target: str) -> None:
+    sharing = peers(target)
+    if not sharing:
+        pytest.skip(f"no lb host shares {target}'s certificate")
+    issuer_serial = served_serial(client, own_name(target))
+    for peer in sharing:
+        peer_name = own_name(peer)
+        assert served_serial(client, peer_name) == issuer_serial
+        # The peer has no challenge files of its own: it forwards to the issuing host, which
+        # is how Pebble validated peer_name (it resolves to the peer only).
+        token = secrets.token_urlsafe(24)
+        webroot = "/var/www/acme/.well-known/acme-challenge"
+        assert host(target).run(f"mkdir -p {webroot} && echo {token}.k > {webroot}/{token}").rc == 0
+        try:
+            rc, out, err = curl(
+                client, f"--fail http://{peer_name}/.well-known/acme-challenge/{token}"
+            )
+            assert rc == 0, err
+            assert out.strip() == f"{token}.k"
+        finally:
+            host(target).run(f"rm -f {webroot}/{token}")
+        rc, out, err = curl(
+            client,
+            f"-o /dev/null -w '%{{http_code}}' http://{peer_name}/.well-known/acme-challenge/nothere",
+        )
+        assert out == "404", err
+
+
+FORCE_RENEWAL = """[Service]
+ExecStart=
+ExecStart=/usr/bin/certbot -q renew --no-random-sleep-on-renew --force-renewal
+"""
+
+
+def test_forced_renewal_changes_the_serial_without_a_failed_request(
+    client: Host, target: str
+) -> None:
+    """certbot.service (as certbot.timer starts it: confined, with the ACME CA and the deploy
+    hook) renews with --force-renewal while a bounded loop of fresh HTTPS connections runs;
+    lb hosts sharing the certificate get it from playbooks/renew-certs.yml."""
+    server = host(target)
+    names = [own_name(target)] + [own_name(p) for p in peers(target)]
+    before = {name: served_serial(client, name) for name in names}
+    stop_file = f"{PROBE_DIR}/renewal-{target}.stop"
+    client.run(f"rm -f {stop_file}")
+    loop = (
+        f"python3 {PROBE_DIR}/request_loop.py --cafile {ROOT_CA} --stop-file {stop_file} "
+        f"--max-requests 4000 --max-seconds 300 {' '.join(names)}"
+    )
+    dropin = "/run/systemd/system/certbot.service.d/zz-molecule-force-renewal.conf"
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(client.run, loop)
+        try:
+            # Let the loop see the old certificate first.
+            client.run("sleep 2")
+            assert server.run(f"mkdir -p {dropin.rsplit('/', 1)[0]}").rc == 0
+            assert server.run(f"printf '%s' '{FORCE_RENEWAL}' > {dropin}").rc == 0
+            assert server.run("systemctl daemon-reload").rc == 0
+            renewal = server.run("systemctl start certbot.service")
+            journal = server.run("journalctl -u certbot.service -n 30 --no-pager").stdout
+            assert renewal.rc == 0, journal
+            after_renewal = served_serial(client, own_name(target))
+            assert after_renewal != before[own_name(target)], "nginx still serves the old one"
+            if peers(target):
+                shared = ansible_playbook(
+                    REPOSITORY / "playbooks" / "renew-certs.yml",
+                    "--limit",
+                    ",".join([target, *peers(target)]),
+                )
+                assert shared.returncode == 0, shared.stdout[-3000:] + shared.stderr[-2000:]
+            client.run("sleep 2")
+        finally:
+            server.run(f"rm -f {dropin} && systemctl daemon-reload")
+            client.run(f"touch {stop_file}")
+        finished = running.result(timeout=330)
+    assert finished.rc == 0, finished.stderr
+    report = json_report(finished.stdout)
+    assert report["stopped_by"] == "stop file", report
+    for name in names:
+        seen = report["names"][name]
+        assert seen["failures"] == [], f"{name}: {seen['failures'][:5]}"
+        assert seen["requests"] >= 10, seen
+        assert seen["serials"][0] == before[name], seen
+        assert seen["serials"][-1] == after_renewal, (name, seen)
+        assert served_serial(client, name) == after_renewal
+
+
+# --- Bad input and broken configuration ---------------------------------------------------------
+
+# Bad input is tried on the first target (nginx) and the last (certbot), so each runs beside
+# the other host's tests; a broken configuration on the last.
+FIRST_TARGET = hosts_in("targets")[0]
+LAST_TARGET = hosts_in("targets")[-1]
+SNAPSHOT = "find /etc /var/www -xdev -printf '%p %s %T@\\n' | sort | sha256sum"
+
+
+@pytest.mark.xdist_group(LAST_TARGET)
+def test_a_configuration_nginx_rejects_never_reaches_it(client: Host) -> None:
+    target = LAST_TARGET
+    server = host(target)
+    site_file = "/etc/nginx/sites-available/parley.conf"
+    before = server.check_output(f"sha256sum {site_file}")
+    play = {
+        "name": "Apply nginx with a directive nginx does not know",
+        "hosts": target,
+        "vars_files": [str(VARS_FILE)],
+        "roles": [{"role": "nginx"}],
+    }
+    run = run_playbook(
+        [{"name": "Gather the web tier's facts", "hosts": "web", "tasks": []}, play],
+        extra_vars={"nginx_server_extra_directives": ["parley_no_such_directive on;"]},
+    )
+    assert run.rc != 0, run.output
+    assert [t.split(" : ")[-1] for t in run.failed_tasks] == ["Write the chat site"], (
+        run.failed_tasks
+    )
+    assert "failed to validate" in run.messages[0], run.messages
+    assert run.stats[target]["changed"] == 0
+    assert server.check_output(f"sha256sum {site_file}") == before
+    _, out, err = curl(client, f"-o /dev/null -w '%{{http_code}}' https://{own_name(target)}/")
+    assert out == "200", err
+    # The running nginx is untouched, and would reload the configuration on disk fine.
+    assert server.run("nginx -t -q").rc == 0
+    # What the check said, with the path the file was meant for.
+    server.run(f"sed 's/^}}$/parley_no_such_directive on; }}/' {site_file} > /root/broken.conf")
+    check = server.run("nginx-check-conf /root/broken.conf /etc/nginx/sites-enabled/parley.conf")
+    assert check.rc == 1
+    assert 'unknown directive "parley_no_such_directive"' in check.stderr, check.stderr
+    assert "/etc/nginx/sites-enabled/parley.conf" in check.stderr, check.stderr
+
+
+# Every check of the roles' validate.yml, and one the argument specs make: (bad variables,
+# the check that must fail, words its message must hold).
+NGINX_BAD_INPUT = {
+    "server-name-with-a-space": (
+        {"nginx_server_names": ["chat 12.parley.test"]},
+        "Check the server names",
+        "chat 12.parley.test",
+    ),
+    "duplicate-server-names": (
+        {"nginx_server_names": ["chat12.parley.test", "chat12.parley.test"]},
+        "Check the server names",
+        "distinct",
+    ),
+    "upstream-port-out-of-range": (
+        {"nginx_upstream_port": 70000},
+        "Check the ports and counts",
+        "nginx_upstream_port must be 1-65535",
+    ),
+    "rate-not-in-nginx-syntax": (
+        {"nginx_login_rate": "10 per minute"},
+        "Check the request rates",
+        "nginx_login_rate",
+    ),
+    "size-not-in-nginx-syntax": (
+        {"nginx_client_max_body_size": "1 MB"},
+        "Check the sizes",
+        "nginx_client_max_body_size",
+    ),
+    "location-without-slashes": (
+        {"nginx_websocket_location": "ws"},
+        "Check the locations",
+        "nginx_websocket_location",
+    ),
+    "relative-certificate-path": (
+        {"nginx_tls_certificate": "fullchain.pem"},
+        "Check the paths",
+        "nginx_tls_certificate",
+    ),
+    "header-with-a-quote": (
+        {"nginx_referrer_policy": 'same-origin"; evil'},
+        "Check the header values",
+        "nginx_referrer_policy",
+    ),
+    "malformed-cidr": (
+        {"nginx_ops_allow_cidrs": ["10.0.0.300/24"]},
+        "Check the networks exempt from limits and allowed to the ops endpoints",
+        "10.0.0.300/24",
+    ),
+    "two-directives-in-one-entry": (
+        {"nginx_server_extra_directives": ["a on;\nb off;"]},
+        "Check the extra directives",
+        "one directive per entry",
+    ),
+    "empty-upstream-group": (
+        {"nginx_upstream_group": "nosuchgroup"},
+        "Check that the hosts the site points at are known",
+        "nosuchgroup",
+    ),
+    "unknown-tls-profile": (
+        {"nginx_tls_profile": "old"},
+        "Validating arguments against arg spec 'main'",
+        "nginx_tls_profile",
+    ),
+}
+CERTBOT_BAD_INPUT = {
+    "acme-url-not-https": (
+        {"certbot_acme_directory": "http://edge-acme:14000/dir"},
+        "Check the ACME directory URL",
+        "https:// URL",
+    ),
+    "domain-with-a-space": (
+        {"certbot_domains": ["chat 13.parley.test"]},
+        "Check the domains",
+        "chat 13.parley.test",
+    ),
+    "wildcard-domain": (
+        {"certbot_domains": ["*.parley.test"]},
+        "Check the domains",
+        "*.parley.test",
+    ),
+    "malformed-email": (
+        {"certbot_email": "ops at example"},
+        "Check the contact address, certificate name and key type",
+        "ops at example",
+    ),
+    "ca-bundle-not-pem": (
+        {"certbot_acme_ca_bundle": "not a certificate"},
+        "Check the ACME server's CA",
+        "PEM",
+    ),
+    "relative-webroot": (
+        {"certbot_webroot": "var/www/acme"},
+        "Check the paths",
+        "certbot_webroot",
+    ),
+    "issuer-not-in-inventory": (
+        {"certbot_issuer": "lb-that-does-not-exist"},
+        "Check the issuing host and the renewal switches",
+        "lb-that-does-not-exist",
+    ),
+    "unknown-key-type": (
+        {"certbot_key_type": "dsa"},
+        "Validating arguments against arg spec 'main'",
+        "certbot_key_type",
+    ),
+}
+
+
+def bad_input_runs(role: str, target: str, good: dict, cases: dict) -> dict:
+    """Run the role once with every case (on aliases of `target`); /etc must not change."""
+    before = host(target).check_output(SNAPSHOT)
+    refusals = run_with_bad_inputs(
+        role, target, good, {case: bad for case, (bad, _, _) in cases.items()}
+    )
+    assert host(target).check_output(SNAPSHOT) == before, "the host changed"
+    return refusals
+
+
+@pytest.fixture(scope="module")
+def nginx_refusals() -> dict:
+    good = {"nginx_server_names": site(FIRST_TARGET)["names"], "nginx_acme_issuer": FIRST_TARGET}
+    return bad_input_runs("nginx", FIRST_TARGET, good, NGINX_BAD_INPUT)
+
+
+@pytest.fixture(scope="module")
+def certbot_refusals() -> dict:
+    good = {
+        "certbot_domains": site(LAST_TARGET)["names"],
+        "certbot_issuer": LAST_TARGET,
+        "certbot_acme_directory": "https://edge-acme:14000/dir",
+    }
+    return bad_input_runs("certbot", LAST_TARGET, good, CERTBOT_BAD_INPUT)
+
+
+def assert_refused(refusals: dict, case: str, cases: dict) -> None:
+    _, failing_check, words = cases[case]
+    refusal = refusals.get(case)
+    assert refusal, f"{case} did not fail"
+    assert refusal.failed_task.split(" : ")[-1].startswith(failing_check), refusal
+    assert words in refusal.message, refusal
+    assert refusal.changed == 0, refusal
+
+
+@pytest.mark.xdist_group(FIRST_TARGET)
+@pytest.mark.parametrize("case", NGINX_BAD_INPUT)
+def test_nginx_bad_input_fails_before_any_change(case: str, nginx_refusals: dict) -> None:
+    assert_refused(nginx_refusals, case, NGINX_BAD_INPUT)
+
+
+@pytest.mark.xdist_group(LAST_TARGET)
+@pytest.mark.parametrize("case", CERTBOT_BAD_INPUT)
+def test_certbot_bad_input_fails_before_any_change(case: str, certbot_refusals: dict) -> None:
+    assert_refused(certbot_refusals, case, CERTBOT_BAD_INPUT)
