@@ -42,10 +42,11 @@ def psql(
     dbname: str = "parley",
     sslmode: str = "verify-full",
     rootcert: str | None = None,
+    connect_timeout: int = 10,
 ) -> tuple[int, str]:
     """Run one statement with psql on `client` over TCP; returns psql's exit code and output."""
     conninfo = f"host={host_name} port=5432 user={user} dbname={dbname} sslmode={sslmode}"
-    conninfo += " connect_timeout=10"
+    conninfo += f" connect_timeout={connect_timeout}"
     if rootcert:
         conninfo += f" sslrootcert={rootcert}"
     result = client.run(

@@ -100,7 +100,7 @@ def test_other_roles_and_databases_are_refused(
 def test_only_app_hosts_get_through_the_firewall(probe: Host, web: Host, target: str) -> None:
     assert port_states(web, target, [5432]) == {5432: "open"}
     assert port_states(probe, target, [5432]) == {5432: "filtered"}
-    rc, out = psql(probe, "SELECT 1", host_name=target, sslmode="require")
+    rc, out = psql(probe, "SELECT 1", host_name=target, sslmode="require", connect_timeout=3)
     assert rc != 0, out
 
 

@@ -11,9 +11,8 @@ import yaml
 from testinfra.host import Host
 
 # The converge playbook is the one place the test passwords and settings are written down.
-CONVERGE_VARS: dict[str, Any] = yaml.safe_load(
-    (Path(__file__).resolve().parent.parent / "converge.yml").read_text()
-)[0]["vars"]
+CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
+CONVERGE_VARS: dict[str, Any] = yaml.safe_load(CONVERGE.read_text())[0]["vars"]
 
 BROKER_PORT = 6379
 LAYER_PORT = 6380

@@ -167,7 +167,7 @@ def test_channel_layer_evicts_expiring_keys_and_keeps_nothing(web: Host, target:
 def test_only_app_hosts_get_through_the_firewall(probe: Host, web: Host, target: str) -> None:
     assert port_states(web, target, PORTS) == {port: "open" for port in PORTS}
     assert port_states(probe, target, PORTS) == {port: "filtered" for port in PORTS}
-    refused = probe.run(f"timeout 15 redis-cli -h {target} -p {BROKER_PORT} PING")
+    refused = probe.run(f"timeout 5 redis-cli -h {target} -p {BROKER_PORT} PING")
     assert refused.rc != 0
 
 
@@ -256,6 +256,18 @@ INVALID_INPUT = [
         "Check the passwords",
         "redis_admin_password must be at least 16 characters",
         id="short-password",
+    ),
+    pytest.param(
+        {"redis_sentinel_enabled": True, "redis_sentinel_password": ""},
+        "Check the replication and Sentinel passwords",
+        "redis_sentinel_password is required when redis_sentinel_enabled is true",
+        id="sentinel-without-its-password",
+    ),
+    pytest.param(
+        {"redis_sentinel_enabled": True, "redis_sentinel_quorum": 3},
+        "Check the group of replicating hosts and the first primary",
+        "redis_sentinel_quorum (3) between 1 and their number (2)",
+        id="quorum-larger-than-the-sentinels",
     ),
     pytest.param(
         {"redis_layer_maxmemory_policy": "evict-everything"},
