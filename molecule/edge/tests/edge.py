@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,17 @@ def served_serial(probe: Host, name: str) -> str:
     )
     assert result.rc == 0, result.stderr
     return result.stdout.strip().split("=", 1)[1].upper()
+
+
+def serial_after_reload(probe: Host, name: str, old: str, seconds: float = 15) -> str:
+    """The serial served for `name` once it differs from `old` (nginx's reload finishes after
+    `systemctl reload` returned), or the old one when the time is up."""
+    deadline = time.monotonic() + seconds
+    serial = served_serial(probe, name)
+    while serial == old and time.monotonic() < deadline:
+        time.sleep(0.5)
+        serial = served_serial(probe, name)
+    return serial
 
 
 def ansible_playbook(playbook: Path, *arguments: str) -> subprocess.CompletedProcess:

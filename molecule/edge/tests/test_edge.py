@@ -26,6 +26,7 @@ from edge import (
     own_name,
     peers,
     run_with_bad_inputs,
+    serial_after_reload,
     served_serial,
     site,
 )
@@ -238,8 +239,13 @@ def test_cross_origin_websocket_is_refused(client: Host, target: str) -> None:
 
 
 def status_codes(client: Host, url: str, count: int) -> list[str]:
-    """Status of `count` requests sent back to back on one connection."""
-    rc, out, err = curl(client, "-w '%{http_code}\\n' " + f"-o /dev/null {url} " * count)
+    """Status of `count` requests sent at once (HTTP/2, one connection), so that a slow
+    machine cannot spread them over time and let the rate refill."""
+    rc, out, err = curl(
+        client,
+        "--parallel --parallel-immediate --parallel-max 100 -w '%{http_code}\\n' "
+        + f"-o /dev/null {url} " * count,
+    )
     assert rc == 0, err
     return out.split()
 
@@ -247,13 +253,10 @@ def status_codes(client: Host, url: str, count: int) -> list[str]:
 def test_sign_in_is_rate_limited_with_our_429_page(client: Host, target: str) -> None:
     name = own_name(target)
     url = f"https://{name}/accounts/login/"
-    # 10r/m with a burst of 5: the first six pass, then 429 (one more may pass if a slot
-    # freed up meanwhile).
+    # 10r/m with a burst of 5: six pass, the rest get 429.
     codes = status_codes(client, url, 12)
-    assert codes[0] == "200"
-    assert "429" in codes
-    assert codes.count("200") <= 7, codes
-    assert codes[-1] == "429", codes
+    assert set(codes) == {"200", "429"}, codes
+    assert 1 <= codes.count("200") <= 7, codes
     rc, out, err = curl(client, f"--dump-header - {url}")
     assert rc == 0, err
     assert status_line(out).endswith("429"), out
@@ -263,12 +266,23 @@ def test_sign_in_is_rate_limited_with_our_429_page(client: Host, target: str) ->
 
 def test_api_is_rate_limited_with_a_json_429(client: Host, target: str) -> None:
     name = own_name(target)
+    # 10r/s with a burst of 20: 21 pass (a few more if the requests take a while).
     codes = status_codes(client, f"https://{name}/api/ping", 60)
-    assert codes[0] == "200"
-    assert "429" in codes, codes
+    assert set(codes) == {"200", "429"}, codes
+    assert 21 <= codes.count("200") <= 40, codes
     rc, out, err = curl(client, f"https://{name}/api/ping " * 30)
     assert rc == 0, err
     assert '{"error": "rate_limited"' in out
+
+
+def test_websockets_per_address_are_limited(client: Host, target: str) -> None:
+    name = own_name(target)
+    held = client.run(
+        f"python3 {PROBE_DIR}/ws_client.py --cafile {ROOT_CA} --origin https://{name} "
+        f"--hold 50 {name}"
+    )
+    assert held.rc == 0, held.stderr
+    assert json_report(held.stdout) == {"opened": 50, "refused_status": 429}
 
 
 def test_the_lb_itself_is_not_rate_limited(target: str) -> None:
@@ -374,14 +388,23 @@ def test_certbot_service_is_confined(target: str) -> None:
     assert analysis.rc == 0, analysis.stdout[-2000:]
 
 
-def test_converging_again_asked_for_no_new_certificate(client: Host, target: str) -> None:
-    """Converge and the idempotence run both ran certbot's role: one certificate exists,
-    the one served."""
+def test_a_later_run_asks_for_no_new_certificate(client: Host, target: str) -> None:
+    """With a valid certificate in place the role orders nothing (Let's Encrypt limits how
+    often one set of names may be issued)."""
     server = host(target)
-    issued = server.run("ls /etc/letsencrypt/archive/parley/").stdout.split()
-    assert sorted(issued) == ["cert1.pem", "chain1.pem", "fullchain1.pem", "privkey1.pem"]
-    first = server.run("openssl x509 -noout -serial -in /etc/letsencrypt/archive/parley/cert1.pem")
-    assert first.stdout.strip().split("=", 1)[1].upper() == served_serial(client, own_name(target))
+    issued = "ls /etc/letsencrypt/archive/parley/ | grep -c '^cert'"
+    before = (server.check_output(issued), served_serial(client, own_name(target)))
+    play = {
+        "name": "Apply certbot again",
+        "hosts": target,
+        "gather_facts": False,
+        "vars_files": [str(VARS_FILE)],
+        "roles": [{"role": "certbot"}],
+    }
+    run = run_playbook([play])
+    assert run.rc == 0, run.output
+    assert run.stats[target]["changed"] == 0, run.stats
+    assert (server.check_output(issued), served_serial(client, own_name(target))) == before
 
 
 def test_lb_hosts_sharing_a_certificate_serve_the_issuers(client: Host, target: str) -> None:
@@ -418,6 +441,42 @@ ExecStart=/usr/bin/certbot -q renew --no-random-sleep-on-renew --force-renewal
 """
 
 
+def force_renewal(server: Host) -> str:
+    """Start certbot.service as certbot.timer does, with --force-renewal added for this once;
+    returns what certbot.service logged."""
+    dropin = "/run/systemd/system/certbot.service.d/zz-molecule-force-renewal.conf"
+    try:
+        assert server.run(f"mkdir -p {dropin.rsplit('/', 1)[0]}").rc == 0
+        assert server.run(f"printf '%s' '{FORCE_RENEWAL}' > {dropin}").rc == 0
+        assert server.run("systemctl daemon-reload").rc == 0
+        renewal = server.run("systemctl start certbot.service")
+        journal = server.run("journalctl -u certbot.service -n 30 --no-pager").stdout
+        assert renewal.rc == 0, journal
+        return journal
+    finally:
+        server.run(f"rm -f {dropin} && systemctl daemon-reload")
+
+
+@pytest.mark.xdist_group(hosts_in("targets")[0])
+def test_a_renewal_does_not_reload_an_nginx_that_fails_its_check(client: Host) -> None:
+    target = hosts_in("targets")[0]
+    server = host(target)
+    name = own_name(target)
+    before = served_serial(client, name)
+    broken = "/etc/nginx/conf.d/zz-molecule-broken.conf"
+    assert server.run(f"echo 'parley_no_such_directive on;' > {broken}").rc == 0
+    try:
+        force_renewal(server)
+        log = server.check_output("tail -n 40 /var/log/letsencrypt/letsencrypt.log")
+        assert "nginx -t failed, nginx keeps serving the previous certificate" in log
+        assert served_serial(client, name) == before, "nginx reloaded a failing configuration"
+    finally:
+        server.run(f"rm -f {broken}")
+    # Fixed, the next reload takes the renewed certificate.
+    assert server.run("systemctl reload nginx").rc == 0
+    assert serial_after_reload(client, name, before) != before
+
+
 def test_forced_renewal_changes_the_serial_without_a_failed_request(
     client: Host, target: str
 ) -> None:
@@ -433,19 +492,13 @@ def test_forced_renewal_changes_the_serial_without_a_failed_request(
         f"python3 {PROBE_DIR}/request_loop.py --cafile {ROOT_CA} --stop-file {stop_file} "
         f"--max-requests 4000 --max-seconds 300 {' '.join(names)}"
     )
-    dropin = "/run/systemd/system/certbot.service.d/zz-molecule-force-renewal.conf"
     with ThreadPoolExecutor(max_workers=1) as pool:
         running = pool.submit(client.run, loop)
         try:
             # Let the loop see the old certificate first.
             client.run("sleep 2")
-            assert server.run(f"mkdir -p {dropin.rsplit('/', 1)[0]}").rc == 0
-            assert server.run(f"printf '%s' '{FORCE_RENEWAL}' > {dropin}").rc == 0
-            assert server.run("systemctl daemon-reload").rc == 0
-            renewal = server.run("systemctl start certbot.service")
-            journal = server.run("journalctl -u certbot.service -n 30 --no-pager").stdout
-            assert renewal.rc == 0, journal
-            after_renewal = served_serial(client, own_name(target))
+            force_renewal(server)
+            after_renewal = serial_after_reload(client, own_name(target), before[own_name(target)])
             assert after_renewal != before[own_name(target)], "nginx still serves the old one"
             if peers(target):
                 shared = ansible_playbook(
@@ -456,7 +509,6 @@ def test_forced_renewal_changes_the_serial_without_a_failed_request(
                 assert shared.returncode == 0, shared.stdout[-3000:] + shared.stderr[-2000:]
             client.run("sleep 2")
         finally:
-            server.run(f"rm -f {dropin} && systemctl daemon-reload")
             client.run(f"touch {stop_file}")
         finished = running.result(timeout=330)
     assert finished.rc == 0, finished.stderr
