@@ -3,7 +3,8 @@ a real failover, the old primary coming back as a replica, and the role re-run a
 changing nothing. Seen from the app host (redis-web) and the outsider (the probe).
 
 The converge step leaves the pair out (to keep the scenario short); the first of these tests
-to run converges it, with the same plays as converge.yml, while the other tests run."""
+to run converges it, with the play of converge.yml (in --check mode first, as the scenario
+does for its other hosts), while the other tests run."""
 
 from __future__ import annotations
 
@@ -55,6 +56,9 @@ def converged_pair() -> Iterator[None]:
             play = yaml.safe_load(CONVERGE.read_text())[0]
             play["hosts"] = "redis_ha"
             play["vars_files"] = [str(CONVERGE.parent / name) for name in play["vars_files"]]
+            # As the scenario does for the other hosts: --check on the fresh hosts first.
+            check = run_playbook([{**play, "check_mode": True}])
+            assert check.rc == 0, check.output or check.failed_tasks or check.messages
             run = run_playbook([play])
             assert run.rc == 0, run.output or run.failed_tasks or run.messages
             converged.write_text(containers)
