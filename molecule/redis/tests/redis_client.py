@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from conftest import PlaybookRun
 from testinfra.host import Host
 
 # The converge playbook is the one place the test passwords and settings are written down.
@@ -45,3 +50,33 @@ def redis(client: Host, target: str, port: int, *command: str, login: Login | No
     result = client.run(f"timeout 30 redis-cli -h {target} -p {port} {auth}{words}")
     assert result.rc == 0, f"no answer from {target}:{port}: {result.stdout}{result.stderr}"
     return result.stdout.strip()
+
+
+def check_mode_run(plays: list[dict[str, Any]]) -> PlaybookRun:
+    """Run plays with ansible-playbook --check against the scenario's inventory, as the
+    scenario's check step does (molecule/conftest.py's run_playbook has no --check; a play's
+    check_mode keyword is not the same: roles see ansible_check_mode false then)."""
+    env = dict(os.environ)
+    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
+    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
+    with tempfile.TemporaryDirectory() as workdir:
+        book = Path(workdir) / "play.yml"
+        book.write_text(yaml.safe_dump(plays))
+        inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+        command = ["ansible-playbook", "--check", "-i", inventory, str(book)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    try:
+        report = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        return PlaybookRun(rc=done.returncode, stats={}, output=done.stdout + done.stderr)
+    failed = [
+        task["task"]["name"]
+        for play in report.get("plays", [])
+        for task in play.get("tasks", [])
+        for outcome in task.get("hosts", {}).values()
+        if outcome.get("failed")
+    ]
+    return PlaybookRun(
+        rc=done.returncode, stats=report.get("stats", {}), failed_tasks=failed, output=done.stderr
+    )

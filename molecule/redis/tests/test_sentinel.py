@@ -26,6 +26,7 @@ from redis_client import (
     CONVERGE_VARS,
     LAYER,
     LAYER_PORT,
+    check_mode_run,
     redis,
 )
 from testinfra.host import Host
@@ -57,7 +58,7 @@ def converged_pair() -> Iterator[None]:
             play["hosts"] = "redis_ha"
             play["vars_files"] = [str(CONVERGE.parent / name) for name in play["vars_files"]]
             # As the scenario does for the other hosts: --check on the fresh hosts first.
-            check = run_playbook([{**play, "check_mode": True}])
+            check = check_mode_run([play])
             assert check.rc == 0, check.output or check.failed_tasks or check.messages
             run = run_playbook([play])
             assert run.rc == 0, run.output or run.failed_tasks or run.messages
