@@ -23,7 +23,7 @@ from parleybench.paths import BENCH_DIR, REPO_DIR, RESULTS_DIR, STATE_DIR
 from parleybench.processes import Supervisor
 from parleybench.stack import bring_up
 
-ROWS = ("overhead", "throughput", "sockets")
+ROWS = ("overhead", "throughput", "profile", "sockets")
 DOC = REPO_DIR / "BENCHMARKS.md"
 TABLE_START = "<!-- bench/run writes the latest results below; edit around them -->"
 TABLE_END = "<!-- end of bench/run results -->"
@@ -42,7 +42,7 @@ def measure(plan: Plan, rows: list[str]) -> tuple[dict[str, Any], list[Cell]]:
     cells: list[Cell] = []
     with Supervisor() as supervisor:
         progress(f"starting the servers ({plan.name} plan)")
-        stack = bring_up(supervisor, plan)
+        stack = bring_up(supervisor, plan, progress)
         pool = ConversationPool(stack)
         progress(f"servers up; signed in {len(stack.cookies)} users")
         matrix.warm_up(stack, pool, plan.overhead_model, progress)
@@ -54,6 +54,8 @@ def measure(plan: Plan, rows: list[str]) -> tuple[dict[str, Any], list[Cell]]:
             throughput = matrix.run_throughput_row(stack, pool, progress)
             sections["throughput"] = report.throughput_section(throughput, plan)
             cells += throughput
+        if "profile" in rows:
+            sections["profile"] = matrix.run_profiles(stack, pool, progress)
         if "sockets" in rows:
             progress(f"holding {plan.sockets} sockets on the echo server, then on Parley")
             servers = socketrow.run_row(stack)

@@ -11,10 +11,35 @@ import os
 import shutil
 import socket
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from parleybench.config import ModelSpec, Plan
 from parleybench.paths import APP_DIR, BENCH_DIR, STATE_DIR, VENV_BIN
 from parleybench.processes import Process, Supervisor, port_open, wait_until
+
+
+@dataclass
+class Started:
+    """Processes just started and how to tell they are ready; servers boot in parallel."""
+
+    processes: list[Process]
+    ready: Callable[[], bool]
+    what: str
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
+
+
+def wait_all(started: list[Started], timeout: float = 120) -> None:
+    def all_ready() -> bool:
+        for item in started:
+            for process in item.processes:
+                process.check_alive()
+        return all(item.ready() for item in started)
+
+    wait_until(all_ready, timeout, ", ".join(item.what for item in started))
 
 
 def http_ok(url: str) -> bool:
@@ -68,10 +93,8 @@ def start_fakellm(supervisor: Supervisor, port: int, default: ModelSpec) -> Proc
     return process
 
 
-def _wait_healthy(process: Process, port: int, what: str) -> None:
-    wait_until(
-        lambda: process.check_alive() or http_ok(f"http://127.0.0.1:{port}/healthz"), 90, what
-    )
+def _logged(process: Process, text: str) -> bool:
+    return text in process.log_path.read_text(errors="replace")
 
 
 def _metrics_dir(name: str) -> str:
@@ -84,10 +107,14 @@ def _metrics_dir(name: str) -> str:
 
 def start_gunicorn(
     supervisor: Supervisor, name: str, port: int, app_env: dict[str, str], plan: Plan
-) -> Process:
+) -> Started:
     env = _python_env(
         {
             **app_env,
+            # Only how long a stop may take: after any two WebSockets were open, a stopping
+            # worker waits for ASGI tasks that never end, so a stop always lasts this long
+            # (BENCHMARKS.md, findings). 30 s by default; 5 s keeps the harness's exit quick.
+            "PARLEY_GRACEFUL_TIMEOUT": "5",
             "PARLEY_BIND": f"127.0.0.1:{port}",
             "PARLEY_WEB_CONCURRENCY": str(plan.web_workers),
             "PROMETHEUS_MULTIPROC_DIR": _metrics_dir(name),
@@ -96,13 +123,14 @@ def start_gunicorn(
     process = supervisor.start(
         name, [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py"], env=env, cwd=APP_DIR
     )
-    _wait_healthy(process, port, f"Gunicorn ({name})")
-    return process
+    return Started(
+        [process], lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), f"Gunicorn ({name})"
+    )
 
 
 def start_daphne(
     supervisor: Supervisor, name: str, port: int, app_env: dict[str, str], plan: Plan
-) -> list[Process]:
+) -> Started:
     """Daphne as Channels documents it for several processes: all serve one shared socket.
 
     Daphne has no worker processes of its own, so a supervisor (here, this harness) binds the
@@ -135,14 +163,17 @@ def start_daphne(
         for index in range(plan.web_workers)
     ]
     listener.close()
-    for process in processes:
-        _wait_healthy(process, port, f"Daphne ({process.name})")
-    return processes
+    return Started(
+        processes,
+        # They share the port, so each says it is listening in its own log.
+        lambda: all(_logged(process, "Listening on") for process in processes),
+        f"Daphne ({name})",
+    )
 
 
 def start_celery(
     supervisor: Supervisor, name: str, app_env: dict[str, str], plan: Plan, metrics_port: int
-) -> Process:
+) -> Started:
     env = _python_env(
         {
             **app_env,
@@ -169,15 +200,10 @@ def start_celery(
         env=env,
         cwd=APP_DIR,
     )
-    wait_until(
-        lambda: process.check_alive() or " ready." in process.log_path.read_text(errors="replace"),
-        90,
-        f"Celery ({name})",
-    )
-    return process
+    return Started([process], lambda: _logged(process, " ready."), f"Celery ({name})")
 
 
-def start_echo(supervisor: Supervisor, port: int, plan: Plan) -> Process:
+def start_echo(supervisor: Supervisor, port: int, plan: Plan) -> Started:
     """Row 3's baseline: the same Uvicorn and WebSocket implementation, no Django, no auth."""
     process = supervisor.start(
         "echo",
@@ -195,8 +221,9 @@ def start_echo(supervisor: Supervisor, port: int, plan: Plan) -> Process:
         env=_python_env({"PYTHONPATH": str(BENCH_DIR)}),
         cwd=BENCH_DIR,
     )
-    _wait_healthy(process, port, "the echo server")
-    return process
+    return Started(
+        [process], lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), "the echo server"
+    )
 
 
 def start_nginx(supervisor: Supervisor, config_text: str, listen_ports: list[int]) -> Process:

@@ -14,6 +14,7 @@ import resource
 import subprocess
 import time
 import urllib.request
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,9 +22,17 @@ from parleybench import stats
 from parleybench.config import LoadLevel, ModelSpec
 from parleybench.designs import Design
 from parleybench.loadspec import ChatTarget, LoadResult, LoadSpec, ReplyRecord
-from parleybench.monitor import ProcessSampler, command_calls, command_delta
+from parleybench.monitor import (
+    ProcessSampler,
+    QueueDepthSampler,
+    command_calls,
+    command_delta,
+)
 from parleybench.paths import BENCH_DIR, STATE_DIR, VENV_BIN
 from parleybench.stack import Stack
+
+# kombu's list for the default queue, under the broker's global key prefix (settings).
+CELERY_QUEUE_KEY = "parley:celery:celery"
 
 
 @dataclass
@@ -49,6 +58,8 @@ class Cell:
     client_cpu_seconds: float
     # The machine's 1, 5 and 15 minute load averages when this measurement began.
     load_average: tuple[float, float, float]
+    # Celery tasks waiting for a free pool process (designs with Celery only).
+    queue_depth: dict[str, float] | None
     summary: dict[str, Any] = field(default_factory=dict)
 
     def complete(self) -> list[ReplyRecord]:
@@ -141,7 +152,9 @@ def run_cell(  # noqa: PLR0913  (one measurement is all of these)
     before = {name: command_calls(client) for name, client in redis_clients.items()}
     roots = {role: stack.roots[role] for role in design.roles}
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with ProcessSampler(roots) as sampler:
+    queue_client = stack.broker_admin(design.queue_db or 0)
+    queue = QueueDepthSampler(queue_client, CELERY_QUEUE_KEY)
+    with ProcessSampler(roots) as sampler, queue if design.queue_db is not None else nullcontext():
         completed = subprocess.run(  # noqa: S603  (our own client)
             [str(VENV_BIN / "python"), "-m", client_module, str(spec_path), str(out_path)],
             cwd=BENCH_DIR,
@@ -154,7 +167,7 @@ def run_cell(  # noqa: PLR0913  (one measurement is all of these)
     if completed.returncode != 0:
         raise RuntimeError(f"load client {tag} failed:\n{completed.stderr[-4000:]}")
     after = {name: command_calls(client) for name, client in redis_clients.items()}
-    for client in redis_clients.values():
+    for client in [*redis_clients.values(), queue_client]:
         client.close()
     timings = {
         record["prompt"]: ModelTiming(record["started_at"], record["first_token_at"])
@@ -176,6 +189,7 @@ def run_cell(  # noqa: PLR0913  (one measurement is all of these)
             3,
         ),
         load_average=load_average,
+        queue_depth=queue.summary() if design.queue_db is not None else None,
     )
     cell.summary = summarize(cell, model)
     return cell
@@ -188,6 +202,7 @@ def summarize(cell: Cell, model: ModelSpec) -> dict[str, Any]:
         "replies": len(cell.load.replies),
         "complete": len(replies),
         "errors": len(cell.load.replies) - len(replies) + len(cell.load.connect_errors),
+        "failures": failures(cell.load.replies),
         **reply_figures(replies, cell.model_timings, model),
         "throughput": throughput(replies),
         "cpu_ms_per_reply": {
@@ -203,10 +218,20 @@ def summarize(cell: Cell, model: ModelSpec) -> dict[str, Any]:
         },
         # Each message a consumer takes off the channel layer is one ZPOPMIN (channels-redis
         # clears its backup queue with it); nothing else in the app uses ZPOPMIN.
+        "queue_depth": cell.queue_depth,
         "layer_messages_per_reply": round(
             cell.redis_commands["channels"].get("zpopmin", 0) / max(1, len(replies)), 2
         ),
     }
+
+
+def failures(replies: list[ReplyRecord]) -> dict[str, int]:
+    """How many replies ended other than complete, by how (timeout, stalled, an error code)."""
+    counts: dict[str, int] = {}
+    for reply in replies:
+        if reply.status != "complete":
+            counts[reply.status] = counts.get(reply.status, 0) + 1
+    return counts
 
 
 def reply_figures(

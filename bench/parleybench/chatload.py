@@ -45,6 +45,12 @@ async def open_chat(
     )
 
 
+# A reply that has started streaming and then sends nothing for this long never finishes on
+# the page either: the page fills a gap only when a later frame shows it, so a lost final
+# frame leaves the reply unfinished on screen. Recorded as "stalled", not waited out.
+STALL_SECONDS = 10.0
+
+
 async def await_reply(
     socket: ClientConnection, record: ReplyRecord, client_id: str, started: float, limit: float
 ) -> None:
@@ -56,7 +62,17 @@ async def await_reply(
         if remaining <= 0:
             record.status = "timeout"
             return
-        frame: dict[str, Any] = json.loads(await asyncio.wait_for(socket.recv(), remaining))
+        streaming = record.deltas > 0
+        try:
+            raw = await asyncio.wait_for(
+                socket.recv(), min(remaining, STALL_SECONDS) if streaming else remaining
+            )
+        except TimeoutError:
+            if streaming:
+                record.status = "stalled" if remaining > STALL_SECONDS else "timeout"
+                return
+            raise
+        frame: dict[str, Any] = json.loads(raw)
         kind = frame.get("type")
         if frame.get("id") == client_id:
             if kind == "ack":

@@ -101,6 +101,8 @@ class Plan:
     users: int
     web_workers: int = 3
     celery_concurrency: int = 8
+    # Replies of each profiled (py-spy) measurement, apart from the matrix.
+    profile_replies: int = 12
 
 
 # What the issue asks for: 1, 50 and 200 chats. At 50 and 200, every chat sends one message
@@ -113,7 +115,7 @@ FULL = Plan(
     rounds=3,
     overhead_model=ModelSpec(ttft_ms=50, tokens_per_second=200, reply_tokens=40),
     overhead_levels=(
-        LoadLevel(chats=1, replies=20, think=(0.05, 0.1), ramp=0.0),
+        LoadLevel(chats=1, replies=15, think=(0.05, 0.1), ramp=0.0),
         LoadLevel(chats=50, replies=1, think=(0.0, 0.0), ramp=20.0),
         LoadLevel(chats=200, replies=1, think=(0.0, 0.0), ramp=20.0),
     ),
@@ -123,7 +125,7 @@ FULL = Plan(
     throughput_level=LoadLevel(chats=16, replies=2, think=(0.0, 0.0), ramp=0.5),
     sockets=10_000,
     socket_clients=4,
-    socket_hold_seconds=15,
+    socket_hold_seconds=10,
     users=20,
 )
 
@@ -141,4 +143,5 @@ SMOKE = Plan(
     users=2,
     web_workers=1,
     celery_concurrency=2,
+    profile_replies=2,
 )

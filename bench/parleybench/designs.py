@@ -17,6 +17,8 @@ class Design:
     backend_port: int | None
     # Process roles sampled while this design is loaded (see Stack.roots).
     roles: tuple[str, ...]
+    # The broker database its Celery tasks queue in; None without Celery.
+    queue_db: int | None = None
 
     @property
     def through_app(self) -> bool:
@@ -31,12 +33,14 @@ def all_designs(ports: Ports) -> dict[str, Design]:
             "channel layer",
             ports.parley,
             ("web-a", "celery", *SHARED),
+            queue_db=0,
         ),
         Design(
             "b",
             "the same app under Daphne (Celery as in a)",
             ports.daphne,
             ("web-b", "celery", *SHARED),
+            queue_db=0,
         ),
         Design(
             "c",
@@ -52,6 +56,7 @@ def all_designs(ports: Ports) -> dict[str, Design]:
             "a with one channel-layer message per token (PARLEY_STREAM_FLUSH_TOKENS=1)",
             ports.per_token,
             ("web-a1", "celery-a1", *SHARED),
+            queue_db=1,
         ),
     ]
     return {design.key: design for design in designs}

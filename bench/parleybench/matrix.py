@@ -7,13 +7,24 @@ made round by round (the spread of those paired figures is reported with them).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from parleybench import stats
-from parleybench.cells import Cell, ConversationPool, ModelTiming, reply_figures, run_cell
+from parleybench.cells import (
+    Cell,
+    ConversationPool,
+    ModelTiming,
+    failures,
+    reply_figures,
+    run_cell,
+)
 from parleybench.config import LoadLevel, ModelSpec
 from parleybench.designs import Design, all_designs, rotated
+from parleybench.paths import STATE_DIR
+from parleybench.profile import Profiler
 from parleybench.stack import Stack
 
 OVERHEAD_DESIGNS = ["a", "b", "c", "d"]
@@ -85,6 +96,51 @@ def run_throughput_row(stack: Stack, pool: ConversationPool, progress: Progress)
     return cells
 
 
+# Profiled apart from the matrix: the deployed design and the in-process one at one chat (where
+# the time before the model is asked goes), and the deployed one at full stream (where its
+# CPU per token goes).
+PROFILED = (("a", "overhead"), ("c", "overhead"), ("a", "throughput"))
+
+
+def run_profiles(stack: Stack, pool: ConversationPool, progress: Progress) -> list[dict[str, Any]]:
+    plan, designs = stack.plan, all_designs(stack.ports)
+    profiles = []
+    for key, row in PROFILED:
+        design = designs[key]
+        if row == "overhead":
+            model = plan.overhead_model
+            level = LoadLevel(chats=1, replies=plan.profile_replies, think=(0.05, 0.1), ramp=0.0)
+        else:
+            level = replace(
+                plan.throughput_level, chats=max(1, plan.throughput_level.chats // 2), replies=1
+            )
+            model = plan.throughput_model
+        roles = [role for role in design.roles if role.startswith(("web", "celery"))]
+        directory = STATE_DIR / "profiles" / f"{key}-{row}"
+        with Profiler({role: stack.roots[role] for role in roles}, directory) as profiler:
+            time.sleep(1)  # py-spy attaches to every process first
+            cell = run_cell(
+                stack, pool, design, row=f"profile-{row}", level=level, model=model, round_index=0
+            )
+        summary = profiler.summary()
+        progress(
+            f"profiled {key} ({row}): "
+            + ", ".join(f"{group} {values['samples']} samples" for group, values in summary.items())
+        )
+        profiles.append(
+            {
+                "design": key,
+                "row": row,
+                "chats": level.chats,
+                "model": model.name,
+                "replies": cell.summary["complete"],
+                "cpu_ms_per_reply": cell.summary["cpu_ms_per_reply"],
+                "groups": summary,
+            }
+        )
+    return profiles
+
+
 def _measure(  # noqa: PLR0913  (passed straight to run_cell)
     stack: Stack,
     pool: ConversationPool,
@@ -126,6 +182,7 @@ def pooled(cells: list[Cell], model: ModelSpec) -> dict[str, Any]:
         "replies": sum(cell.summary["replies"] for cell in cells),
         "complete": len(replies),
         "errors": sum(cell.summary["errors"] for cell in cells),
+        "failures": failures([reply for cell in cells for reply in cell.load.replies]),
         **reply_figures(replies, timings, model),
         "per_round": {
             "ttft_p50_ms": [cell.summary["ttft_ms"]["p50"] for cell in cells],
@@ -164,6 +221,12 @@ def pooled(cells: list[Cell], model: ModelSpec) -> dict[str, Any]:
             instance: round(calls / count, 2) for instance, calls in commands.items()
         },
         "layer_messages_per_reply": round(layer / count, 2),
+        "queue_depth_max": max(
+            (cell.queue_depth["max"] for cell in cells if cell.queue_depth), default=None
+        ),
+        "queue_depth_mean": stats.median(
+            cell.queue_depth["mean"] for cell in cells if cell.queue_depth
+        ),
     }
 
 

@@ -126,6 +126,41 @@ class ProcessSampler:
         ]
 
 
+@dataclass
+class QueueDepthSampler:
+    """How many tasks wait in the Celery queue (a Redis list), sampled while a design runs.
+
+    Tasks waiting there have no pool process free to take them: the queue's depth tells
+    queueing for the worker pool apart from slowness of the work itself.
+    """
+
+    client: redis.Redis
+    key: str
+    interval: float = 0.1
+    samples: list[int] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(int(self.client.llen(self.key)))
+
+    def __enter__(self) -> QueueDepthSampler:
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def summary(self) -> dict[str, float]:
+        if not self.samples:
+            return {"mean": 0.0, "max": 0}
+        return {"mean": round(sum(self.samples) / len(self.samples), 2), "max": max(self.samples)}
+
+
 def rss_kb(pids: list[int]) -> int:
     """Resident memory now of these processes and everything below them."""
     total = 0

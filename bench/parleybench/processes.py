@@ -108,6 +108,7 @@ class Process:
 
     def stop(self, timeout: float = 20) -> None:
         """The stop signal to the whole group, KILL for what is left after `timeout`."""
+        started = time.monotonic()
         if self.alive():
             _signal_group(self.pid, self.stop_signal)
             try:
@@ -117,6 +118,7 @@ class Process:
                 self.popen.wait(5)
         # Pool children can outlive their parent for a moment; the group still names them.
         _signal_group(self.pid, signal.SIGKILL)
+        self._log.write(f"===== stopped in {time.monotonic() - started:.1f}s\n".encode())
         self._log.close()
 
 

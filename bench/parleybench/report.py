@@ -234,6 +234,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _overhead_markdown(results["overhead"], meta)
     if "throughput" in results:
         lines += _throughput_markdown(results["throughput"], meta)
+    if "profile" in results:
+        lines += _profile_markdown(results["profile"])
     if "sockets" in results:
         lines += _sockets_markdown(results["sockets"])
     targets = [
@@ -260,19 +262,19 @@ def _overhead_markdown(section: dict[str, Any], meta: dict[str, Any]) -> list[st
         "model's own / after its first token (p50, from the fake model's request log).",
         "",
         "| chats | design | ok/sent | first token p50/p95/p99 ms | overhead p50/p95/p99 ms "
-        "| split p50 ms | ÷ (d) p50 | CPU ms per reply (by part) | layer msgs/reply "
-        "| peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| split p50 ms | ÷ (d) p50 | Celery queue mean/max | CPU ms per reply (by part) "
+        "| layer msgs/reply | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, entry in section["designs"].items():
         design, chats = key.split("@")
         split = entry["split_p50_ms"]
         ratio = section["comparisons"][chats]["ttft_p50_ratio_to_d"].get(design)
         lines.append(
-            f"| {chats} | {design} | {entry['complete']}/{entry['replies']} | "
+            f"| {chats} | {design} | {_ok(entry)} | "
             f"{_triple(entry['ttft_ms'])} | {_triple(entry['overhead_ms'])} | "
             f"{_fmt(split['before_model'])} / {_fmt(split['model'])} / "
-            f"{_fmt(split['after_model'])} | {_fmt(ratio)} | {_cpu(entry)} | "
+            f"{_fmt(split['after_model'])} | {_fmt(ratio)} | {_queue(entry)} | {_cpu(entry)} | "
             f"{_fmt(entry['layer_messages_per_reply'])} | {_rss(entry)} |"
         )
     lines += [
@@ -298,19 +300,70 @@ def _throughput_markdown(section: dict[str, Any], meta: dict[str, Any]) -> list[
         f"Fake model: {meta['throughput_model']}, chats asking back to back.",
         "",
         "| design | ok/sent | tokens/s (median of rounds) | per round | ÷ (d) | deltas/reply "
-        "| layer msgs/reply | channel-layer Redis cmds/reply | CPU ms per reply (by part) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| layer msgs/reply | channel-layer Redis cmds/reply | Celery queue mean/max "
+        "| CPU ms per reply (by part) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     floor = section["designs"].get("d", {}).get("tokens_per_second")
     for design, entry in section["designs"].items():
         lines.append(
-            f"| {design} | {entry['complete']}/{entry['replies']} | "
+            f"| {design} | {_ok(entry)} | "
             f"{_fmt(entry['tokens_per_second'])} | {entry['per_round']['tokens_per_second']} | "
             f"{_fmt(stats.ratio(entry['tokens_per_second'], floor))} | "
             f"{_fmt(entry['deltas_per_reply'])} | {_fmt(entry['layer_messages_per_reply'])} | "
-            f"{_fmt(entry['redis_commands_per_reply'].get('channels'))} | {_cpu(entry)} |"
+            f"{_fmt(entry['redis_commands_per_reply'].get('channels'))} | {_queue(entry)} | "
+            f"{_cpu(entry)} |"
         )
     return [*lines, ""]
+
+
+def _profile_markdown(profiles: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "#### Where the CPU goes (py-spy, apart from the figures above)",
+        "",
+        "Share of each process group's working samples (250 Hz; a thread waiting on a socket, "
+        "lock or timer is not working) whose stack holds the function (inclusive), and the "
+        "functions most often at the top of a stack (own). In brackets: that share of the "
+        "group's measured CPU per reply, in ms.",
+        "",
+    ]
+    for profile in profiles:
+        lines += [
+            f"Design {profile['design']}, {profile['chats']} chat(s), {profile['model']}, "
+            f"{profile['replies']} replies; CPU ms per reply: {_cpu(profile)}",
+            "",
+            "| process | samples | top functions, inclusive % | top functions, own % |",
+            "|---|---|---|---|",
+        ]
+        for group, values in profile["groups"].items():
+            cpu = profile["cpu_ms_per_reply"].get(group, 0.0)
+
+            def listed(ranked: list[list[Any]], count: int, cpu: float = cpu) -> str:
+                return "; ".join(
+                    f"`{frame}` {share:g}% ({share * cpu / 100:.0f})"
+                    for frame, share in ranked[:count]
+                )
+
+            lines.append(
+                f"| {group} | {values['samples']} | {listed(values['inclusive_percent'], 12)} "
+                f"| {listed(values['own_percent'], 8)} |"
+            )
+        lines.append("")
+    return lines
+
+
+def _ok(entry: dict[str, Any]) -> str:
+    text = f"{entry['complete']}/{entry['replies']}"
+    failed = entry.get("failures") or {}
+    if failed:
+        text += " (" + ", ".join(f"{count} {how}" for how, count in failed.items()) + ")"
+    return text
+
+
+def _queue(entry: dict[str, Any]) -> str:
+    if entry.get("queue_depth_max") is None:
+        return "-"
+    return f"{_fmt(entry['queue_depth_mean'])} / {entry['queue_depth_max']}"
 
 
 def _sockets_markdown(section: dict[str, Any]) -> list[str]:

@@ -3,13 +3,18 @@ each costs, against a bare Uvicorn echo server opening the same number in the sa
 
 Memory per socket is (resident memory while holding - resident memory just before opening)
 ÷ sockets held, for the web processes, for nginx, and for the channel-layer Redis (each Parley
-socket joins its conversation's group there).
+socket joins its conversation's group there). Freed memory stays with a process, so nginx
+replaces its workers before each measurement, as does Gunicorn before Parley's (SIGHUP, as a
+deploy does; the echo server has served nothing yet), and the workers are warmed with a few
+sockets: both servers start from the same state.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import selectors
+import signal
 import subprocess
 import time
 from dataclasses import asdict
@@ -18,6 +23,7 @@ from typing import Any
 
 from parleybench.monitor import ProcessSampler, rss_kb
 from parleybench.paths import BENCH_DIR, STATE_DIR, VENV_BIN
+from parleybench.processes import descendants, wait_until
 from parleybench.socketload import SocketResult, SocketSpec
 from parleybench.stack import Stack
 
@@ -91,6 +97,32 @@ def _used_memory(stack: Stack) -> int:
         client.close()
 
 
+def restart_workers(root: int, expected: int, what: str) -> None:
+    """SIGHUP a master and wait until `expected` new workers run and the old ones are gone."""
+    old = set(descendants(root)) - {root}
+    os.kill(root, signal.SIGHUP)
+
+    def replaced() -> bool:
+        current = set(descendants(root)) - {root}
+        return len(current - old) >= expected
+
+    wait_until(replaced, 120, f"new {what} workers")
+    # The old workers hold no socket and exit at once; give them a moment to be gone.
+    wait_until(lambda: len(set(descendants(root)) & old) <= 1, 60, f"old {what} workers to exit")
+
+
+def warm(stack: Stack, name: str, spec: SocketSpec) -> None:
+    """Open, check and close a few sockets on freshly started workers."""
+    client = SocketClient(f"{name}-warm", spec)
+    try:
+        client.expect("OPENED", 120)
+        client.command("CHECK")
+        client.expect("CHECKED", 120)
+        client.finish()
+    finally:
+        client.kill()
+
+
 def hold_sockets(  # noqa: PLR0913  (one measurement is all of these)
     stack: Stack,
     *,
@@ -100,6 +132,7 @@ def hold_sockets(  # noqa: PLR0913  (one measurement is all of these)
     paths: list[str],
     cookies: list[str],
     protocol_ping: bool,
+    restart_web: bool,
 ) -> dict[str, Any]:
     plan = stack.plan
     front = stack.ports.tls(backend_port)
@@ -107,22 +140,31 @@ def hold_sockets(  # noqa: PLR0913  (one measurement is all of these)
     shares = [list(range(index, len(paths), clients_wanted)) for index in range(clients_wanted)]
     web_pids = [pid for role in web_roles for pid in stack.roots[role]]
     nginx_pids = stack.roots["nginx"]
+    if restart_web:
+        for pid in web_pids:
+            restart_workers(pid, plan.web_workers, name)
+    for pid in nginx_pids:
+        restart_workers(pid, os.cpu_count() or 1, "nginx")
+
+    def spec_for(indexes: list[int]) -> SocketSpec:
+        return SocketSpec(
+            url=f"wss://127.0.0.1:{front}",
+            origin=f"https://127.0.0.1:{front}",
+            cafile=str(stack.tls.ca),
+            paths=[paths[i] for i in indexes],
+            cookies=[cookies[i] for i in indexes] if cookies else [],
+            source_addresses=SOURCE_ADDRESSES,
+            concurrency=64,
+            open_timeout=60,
+            protocol_ping=protocol_ping,
+        )
+
+    warm(stack, name, spec_for(list(range(min(len(paths), 4 * plan.web_workers)))))
     before = {"web": rss_kb(web_pids), "nginx": rss_kb(nginx_pids), "redis": _used_memory(stack)}
     clients: list[SocketClient] = []
     try:
         for index, share in enumerate(shares):
-            spec = SocketSpec(
-                url=f"wss://127.0.0.1:{front}",
-                origin=f"https://127.0.0.1:{front}",
-                cafile=str(stack.tls.ca),
-                paths=[paths[i] for i in share],
-                cookies=[cookies[i] for i in share] if cookies else [],
-                source_addresses=SOURCE_ADDRESSES,
-                concurrency=64,
-                open_timeout=60,
-                protocol_ping=protocol_ping,
-            )
-            clients.append(SocketClient(f"{name}-{index}", spec))
+            clients.append(SocketClient(f"{name}-{index}", spec_for(share)))
         started = time.perf_counter()
         opened = [client.expect("OPENED", 600) for client in clients]
         open_seconds = time.perf_counter() - started
@@ -175,6 +217,8 @@ def run_row(stack: Stack) -> list[dict[str, Any]]:
         paths=[f"/ws/echo/{index}/" for index in range(count)],
         cookies=[],
         protocol_ping=False,
+        # It has served nothing but a health check since it started: fresh already.
+        restart_web=False,
     )
     targets = stack.take_conversations(count)
     parley = hold_sockets(
@@ -185,5 +229,7 @@ def run_row(stack: Stack) -> list[dict[str, Any]]:
         paths=[f"/ws/chat/{conversation}/" for _user, conversation in targets],
         cookies=[stack.cookies[user] for user, _conversation in targets],
         protocol_ping=True,
+        # Rows 1 and 2 ran on these workers; new ones start from the echo server's state.
+        restart_web=True,
     )
     return [echo, parley]

@@ -11,6 +11,7 @@ import json
 import shutil
 import ssl
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -45,6 +46,17 @@ class Stack:
     def admin(self, instance: RedisInstance | None) -> redis.Redis:
         assert instance is not None  # noqa: S101  (set by bring_up before any use)
         return instance.admin(self.creds)
+
+    def broker_admin(self, db: int) -> redis.Redis:
+        assert self.broker is not None  # noqa: S101  (set by bring_up before any use)
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.broker.port,
+            db=db,
+            username=datastores.REDIS_ADMIN,
+            password=self.creds.redis_admin_password,
+            socket_timeout=10,
+        )
 
     def take_conversations(self, count: int) -> list[tuple[str, str]]:
         """Conversations no other measurement has used, so histories stay comparable."""
@@ -111,7 +123,7 @@ def conversations_needed(plan: Plan, chat_designs: int) -> int:
     return overhead + 1 + 2 * plan.throughput_level.chats + plan.sockets + 64
 
 
-def bring_up(supervisor: Supervisor, plan: Plan) -> Stack:
+def bring_up(supervisor: Supervisor, plan: Plan, progress: Callable[[str], None]) -> Stack:
     ports, creds = Ports(), Credentials()
     ensure_ports_free(ports.all())
     nofile = raise_open_files_limit()
@@ -138,6 +150,7 @@ def bring_up(supervisor: Supervisor, plan: Plan) -> Stack:
         appservers.start_fakellm(supervisor, ports.fakellm, plan.overhead_model).pid
     ]
 
+    progress("data stores and the fake model up; migrating")
     _manage(app_env, "manage.py", "migrate", "--noinput", "-v0")
     _manage(app_env, "manage.py", "collectstatic", "--noinput", "-v0")
     seeded = json.loads(
@@ -155,6 +168,7 @@ def bring_up(supervisor: Supervisor, plan: Plan) -> Stack:
     )
     stack.conversations = [(user, conversation) for user, conversation in seeded["conversations"]]
 
+    progress(f"seeded {len(stack.conversations)} conversations; starting the servers")
     per_token_env = {
         **app_env,
         # Its own broker database, so its tasks reach only its own worker.
@@ -162,34 +176,26 @@ def bring_up(supervisor: Supervisor, plan: Plan) -> Stack:
         "PARLEY_STREAM_FLUSH_TOKENS": "1",
     }
     start = appservers
-    stack.roots["web-a"] = [
-        start.start_gunicorn(supervisor, "web-a", ports.parley, app_env, plan).pid
-    ]
-    stack.roots["celery"] = [
-        start.start_celery(supervisor, "celery", app_env, plan, ports.worker_metrics).pid
-    ]
-    stack.roots["web-b"] = [
-        process.pid
-        for process in start.start_daphne(supervisor, "web-b", ports.daphne, app_env, plan)
-    ]
-    stack.roots["web-c"] = [
-        start.start_gunicorn(
+    servers = {
+        "web-a": start.start_gunicorn(supervisor, "web-a", ports.parley, app_env, plan),
+        "celery": start.start_celery(supervisor, "celery", app_env, plan, ports.worker_metrics),
+        "web-b": start.start_daphne(supervisor, "web-b", ports.daphne, app_env, plan),
+        "web-c": start.start_gunicorn(
             supervisor,
             "web-c",
             ports.inprocess,
             {**app_env, "PARLEY_GENERATION_MODE": "inprocess"},
             plan,
-        ).pid
-    ]
-    stack.roots["web-a1"] = [
-        start.start_gunicorn(supervisor, "web-a1", ports.per_token, per_token_env, plan).pid
-    ]
-    stack.roots["celery-a1"] = [
-        start.start_celery(
+        ),
+        "web-a1": start.start_gunicorn(supervisor, "web-a1", ports.per_token, per_token_env, plan),
+        "celery-a1": start.start_celery(
             supervisor, "celery-a1", per_token_env, plan, ports.worker_metrics_per_token
-        ).pid
-    ]
-    stack.roots["echo"] = [start.start_echo(supervisor, ports.echo, plan).pid]
+        ),
+        "echo": start.start_echo(supervisor, ports.echo, plan),
+    }
+    start.wait_all(list(servers.values()))
+    progress("servers up; starting nginx")
+    stack.roots.update({role: started.pids for role, started in servers.items()})
 
     frontends = [
         nginxconf.Frontend(name, ports.tls(port), port)

@@ -90,6 +90,10 @@ def check_results(results: dict[str, Any], plan: Plan) -> list[str]:
         held = server["sockets_open"] == server["sockets_answering_after_hold"] == wanted
         if not held or server["errors"]:
             problems.append(f"sockets {server['design']}: {server}")
+    for profile in results["profile"]:
+        # A few replies in the smoke: some working samples, not necessarily in every process.
+        if sum(group["samples"] for group in profile["groups"].values()) == 0:
+            problems.append(f"profile of {profile['design']} ({profile['row']}): no samples")
     for section in ("overhead", "throughput", "sockets"):
         for target in results[section]["targets"]:
             if target["met"] not in {True, False}:
