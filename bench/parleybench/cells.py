@@ -66,10 +66,34 @@ class Cell:
         return [reply for reply in self.load.replies if reply.status == "complete"]
 
     def to_json(self) -> dict[str, Any]:
+        """Everything measured, compact: per-reply records as rows under one header, with the
+        fake model's timing of each, so every figure can be recomputed from the file."""
         data = asdict(self)
-        # Per-reply records stay in the results file: every figure can be recomputed.
-        data["load"]["replies"] = [asdict(reply) for reply in self.load.replies]
+        del data["load"], data["model_timings"]
+        rows = []
+        for reply in self.load.replies:
+            timing = self.model_timings.get(reply.prompt)
+            rows.append([
+                reply.chat, reply.index, reply.status, _round(reply.sent_at),
+                _round(reply.ttft), _round(reply.first_delta_at), _round(reply.total),
+                reply.deltas, reply.tokens, reply.chars,
+                _round(timing.started_at if timing else None),
+                _round(timing.first_token_at if timing else None),
+            ])  # fmt: skip
+        data["replies"] = {"fields": REPLY_FIELDS, "rows": rows}
+        data["connect_errors"] = self.load.connect_errors
+        data["started_at"], data["ended_at"] = self.load.started_at, self.load.ended_at
         return data
+
+
+REPLY_FIELDS = [
+    "chat", "index", "status", "sent_at", "ttft", "first_delta_at", "total", "deltas", "tokens",
+    "chars", "model_started_at", "model_first_token_at",
+]  # fmt: skip
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 def _fakellm(stack: Stack, method: str, path: str) -> bytes:

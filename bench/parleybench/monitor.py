@@ -53,7 +53,10 @@ def _command(pid: int) -> str:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return "?"
-    return raw.replace(b"\0", b" ").decode(errors="replace").strip()[:120]
+    # Enough to tell processes apart (`celery worker`, `nginx: worker process`, `postgres: ...`).
+    words = raw.replace(b"\0", b" ").decode(errors="replace").split()
+    words = [word.rsplit("/", 1)[-1] for word in words[:3]]
+    return " ".join(words)[:60]
 
 
 @dataclass
