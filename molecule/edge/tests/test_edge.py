@@ -133,9 +133,10 @@ def test_http_redirects_to_https_but_answers_acme_challenges(client: Host, targe
 
 def test_names_we_do_not_serve_get_nothing(client: Host, target: str) -> None:
     address = client.run(f"getent hosts {own_name(target)}").stdout.split()[0]
-    # Port 80: the connection closes without an answer.
-    rc, _, err = curl(client, f"-H 'Host: elsewhere.example' http://{address}/")
-    assert rc == 52, err
+    # Port 80: the connection is reset without an answer (curl: 56, or 52 if it saw a close).
+    rc, out, err = curl(client, f"-H 'Host: elsewhere.example' http://{address}/")
+    assert rc in (52, 56), err
+    assert out == ""
     # Port 443: no certificate is shown to a client naming another site, or none.
     for sni in ("-servername elsewhere.example", "-noservername"):
         handshake = client.run(f"openssl s_client -connect {address}:443 {sni} </dev/null")
