@@ -54,9 +54,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep every test of one host on one xdist worker: a test that reboots a host must not
-    run beside another test of that host. Tests without a target act on the first one."""
+    run beside another test of that host. Tests without a target act on the first one,
+    unless they name their own group (`@pytest.mark.xdist_group("...")`)."""
     first = hosts_in("targets")[0] if _inventory().get("targets") else "scenario"
     for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
         params = getattr(item, "callspec", None)
         group = params.params.get("target", first) if params else first
         item.add_marker(pytest.mark.xdist_group(name=str(group)))
