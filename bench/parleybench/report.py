@@ -263,7 +263,7 @@ def _overhead_markdown(section: dict[str, Any], meta: dict[str, Any]) -> list[st
         "",
         "| chats | design | ok/sent | first token p50/p95/p99 ms | overhead p50/p95/p99 ms "
         "| split p50 ms | ÷ (d) p50 | Celery queue mean/max | CPU ms per reply (by part) "
-        "| layer msgs/reply | peak RSS MiB |",
+        "| layer msgs/reply | peak RSS MiB (sum of the group) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, entry in section["designs"].items():

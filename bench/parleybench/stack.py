@@ -117,9 +117,11 @@ def _manage(app_env: dict[str, str], *args: str) -> str:
     return completed.stdout
 
 
-def conversations_needed(plan: Plan, chat_designs: int) -> int:
-    overhead = sum(level.chats for level in plan.overhead_levels) * chat_designs
-    # Row 1's per-token diagnostic at one chat, and row 2's two chat designs.
+def conversations_needed(plan: Plan) -> int:
+    """Every measurement uses conversations of its own (ConversationPool), so many are made."""
+    overhead = sum(level.chats for level in plan.overhead_levels) * 3  # designs a, b, c
+    # Row 1's per-token diagnostic at one chat, row 2's two chat designs, row 3's sockets,
+    # and a margin for the warm-up (2 chats x 5 designs) and the profiles.
     return overhead + 1 + 2 * plan.throughput_level.chats + plan.sockets + 64
 
 
@@ -163,7 +165,7 @@ def bring_up(supervisor: Supervisor, plan: Plan, progress: Callable[[str], None]
             "-m",
             "parleybench.seed",
             str(plan.users),
-            str(conversations_needed(plan, 3)),
+            str(conversations_needed(plan)),
         )
     )
     stack.conversations = [(user, conversation) for user, conversation in seeded["conversations"]]
@@ -175,25 +177,28 @@ def bring_up(supervisor: Supervisor, plan: Plan, progress: Callable[[str], None]
         "PARLEY_CELERY_BROKER_URL": broker.url(creds, db=1),
         "PARLEY_STREAM_FLUSH_TOKENS": "1",
     }
-    start = appservers
     servers = {
-        "web-a": start.start_gunicorn(supervisor, "web-a", ports.parley, app_env, plan),
-        "celery": start.start_celery(supervisor, "celery", app_env, plan, ports.worker_metrics),
-        "web-b": start.start_daphne(supervisor, "web-b", ports.daphne, app_env, plan),
-        "web-c": start.start_gunicorn(
+        "web-a": appservers.start_gunicorn(supervisor, "web-a", ports.parley, app_env, plan),
+        "celery": appservers.start_celery(
+            supervisor, "celery", app_env, plan, ports.worker_metrics
+        ),
+        "web-b": appservers.start_daphne(supervisor, "web-b", ports.daphne, app_env, plan),
+        "web-c": appservers.start_gunicorn(
             supervisor,
             "web-c",
             ports.inprocess,
             {**app_env, "PARLEY_GENERATION_MODE": "inprocess"},
             plan,
         ),
-        "web-a1": start.start_gunicorn(supervisor, "web-a1", ports.per_token, per_token_env, plan),
-        "celery-a1": start.start_celery(
+        "web-a1": appservers.start_gunicorn(
+            supervisor, "web-a1", ports.per_token, per_token_env, plan
+        ),
+        "celery-a1": appservers.start_celery(
             supervisor, "celery-a1", per_token_env, plan, ports.worker_metrics_per_token
         ),
-        "echo": start.start_echo(supervisor, ports.echo, plan),
+        "echo": appservers.start_echo(supervisor, ports.echo, plan),
     }
-    start.wait_all(list(servers.values()))
+    appservers.wait_all(list(servers.values()))
     progress("servers up; starting nginx")
     stack.roots.update({role: started.pids for role, started in servers.items()})
 
@@ -208,7 +213,7 @@ def bring_up(supervisor: Supervisor, plan: Plan, progress: Callable[[str], None]
         )
     ]
     config = nginxconf.render(frontends, tls, STATE_DIR / "nginx", nofile)
-    nginx = start.start_nginx(supervisor, config, [front.listen_port for front in frontends])
+    nginx = appservers.start_nginx(supervisor, config, [front.listen_port for front in frontends])
     stack.roots["nginx"] = [nginx.pid]
 
     stack.cookies = signin.sign_in_all(
