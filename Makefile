@@ -68,8 +68,12 @@ test-app: ## The chat application's own suite (real PostgreSQL, Redis, Celery, C
 test-terraform: venv $(CHECKOV_VENV)/.installed ## Terraform: fmt, terraform test, inventory through Ansible, firewall structure, checkov
 	scripts/check-terraform
 
+.PHONY: test-bench
+test-bench: ## Benchmark smoke: the harness end to end in about a minute (asserts no time)
+	bench/run --smoke
+
 .PHONY: test
-test: lint test-app test-terraform molecule ## Run every test: lint, the app's suite, Terraform, each Molecule scenario
+test: lint test-app test-terraform test-bench molecule ## Run every test: lint, the app's suite, Terraform, the benchmark smoke, each Molecule scenario
 	@echo "make test: every check passed"
 
 .PHONY: demo
