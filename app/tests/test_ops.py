@@ -44,3 +44,40 @@ def test_task_failures_are_counted(worker) -> None:
     wait_until(
         lambda: failed in _text(f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics"), 15, failed
     )
+
+
+def _readyz_with(monkeypatch, *, llm_up: bool, redis_up: bool) -> tuple[int, dict]:
+    """/readyz's verdict with each dependency's check replaced by an answer or a failure."""
+    import asyncio
+    import json
+
+    from django.test import RequestFactory
+
+    from parley import ops
+
+    def fail(*_: object) -> str:
+        raise ConnectionError("down")
+
+    async def afail(*_: object) -> str:
+        raise ConnectionError("down")
+
+    async def aok(*_: object) -> str:
+        return "ok"
+
+    monkeypatch.setattr(ops, "_database", lambda: "ok")
+    monkeypatch.setattr(ops, "_broker", lambda: "ok" if redis_up else fail())
+    monkeypatch.setattr(ops, "_redis_ping", aok if redis_up else afail)
+    monkeypatch.setattr(ops, "_llm", aok if llm_up else afail)
+    response = asyncio.run(ops.readyz(RequestFactory().get("/readyz")))
+    return response.status_code, json.loads(response.content)
+
+
+def test_readyz_reports_but_does_not_fail_on_the_model_endpoint(monkeypatch) -> None:
+    status, body = _readyz_with(monkeypatch, llm_up=False, redis_up=True)
+    assert status == 200 and body["status"] == "ok", body
+    assert body["checks"]["llm"]["ok"] is False
+
+
+def test_readyz_fails_when_redis_is_down(monkeypatch) -> None:
+    status, body = _readyz_with(monkeypatch, llm_up=True, redis_up=False)
+    assert status == 503 and body["status"] == "unavailable", body
