@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,3 +172,20 @@ def run_playbook(
         messages=messages,
         output=done.stderr,
     )
+
+
+def changed_app_copy(destination: Path) -> Path:
+    """A copy of app/ with one file changed: deploying it gives a new release id, as a real
+    change would, without touching the checkout."""
+    source = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "app"
+    changed = destination / "app"
+    shutil.copytree(
+        source,
+        changed,
+        ignore=shutil.ignore_patterns(
+            ".venv", "__pycache__", ".artifacts", ".state", "staticfiles"
+        ),
+    )
+    with (changed / "chat" / "__init__.py").open("a") as marker:
+        marker.write(f"# release marker {uuid.uuid4()}\n")
+    return changed

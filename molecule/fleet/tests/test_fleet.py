@@ -1,0 +1,258 @@
+"""The whole service, converged by site.yml, used from the outside: the probe trusts only
+Pebble's root and reaches the site through nginx on lb1, as a person's browser would.
+
+The tests run in file order on one xdist worker: the later ones restart and stop hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import changed_app_copy, host, run_playbook
+from testinfra.host import Host
+
+SITE = "chat.parley.test"
+BASE = f"https://{SITE}"
+ROOT = "/root/pebble-root.pem"
+SCENARIO = Path(__file__).resolve().parent.parent
+PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+VARS = yaml.safe_load((SCENARIO / "group_vars" / "all" / "site.yml").read_text())
+USER = f"--user {VARS['app_admin_username']} --password {VARS['app_admin_password']}"
+# A reply long enough to be interrupted: 200 tokens at 20 per second.
+SLOW = "[fakellm:tokens=200 tps=20]"
+ARTIFACTS = PROJECT / ".artifacts" / "fleet"
+
+
+@pytest.fixture(scope="session")
+def root(probe: Host) -> str:
+    """Pebble's root, fetched once; the only CA the probe's clients trust."""
+    fetch = probe.run(
+        f"curl -sf --cacert /root/pebble-listener-ca.crt https://fleet-acme:15000/roots/0 -o {ROOT}"
+    )
+    assert fetch.rc == 0, fetch.stderr
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def web1() -> Host:
+    return host("web1")
+
+
+def chatprobe(probe: Host, root: str, *messages: str) -> dict:
+    sends = " ".join(f"--message {shlex.quote(m)}" for m in messages)
+    run = probe.run(f"chatprobe --base {BASE} --cafile {root} {USER} --model fake-model {sends}")
+    assert run.rc == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def django(web: Host, code: str) -> str:
+    """Python in the app's Django shell on a web host, as the app runs."""
+    run = web.run(f"parley-manage shell --verbosity 0 --command {shlex.quote(code)}")
+    assert run.rc == 0, run.stderr
+    return run.stdout.strip()
+
+
+def reply_status(web: Host, reply_id: int) -> str:
+    return django(
+        web, f"from chat.models import Message; print(Message.objects.get(id={reply_id}).status)"
+    )
+
+
+def wait_for_json(probe: Host, path: str, seconds: int) -> dict:
+    """The JSON report a client on the probe writes when it ends (whole, not half-written)."""
+    for _ in range(seconds):
+        if probe.file(path).exists:
+            try:
+                return json.loads(probe.file(path).content_string)
+            except json.JSONDecodeError:
+                pass
+        time.sleep(1)
+    pytest.fail(f"{path} did not appear on the probe within {seconds} s")
+
+
+def current_releases() -> dict[str, str]:
+    return {
+        name: Path(host(name).check_output("readlink /srv/parley/current")).name
+        for name in ("web1", "web2", "worker1", "beat1")
+    }
+
+
+class Load:
+    """A bounded HTTP loop and a set of resuming chats on the probe, through nginx."""
+
+    def __init__(self, probe: Host, root: str, chats: int) -> None:
+        self.probe = probe
+        self.units = [f"httploop-{uuid.uuid4().hex[:8]}", f"chatload-{uuid.uuid4().hex[:8]}"]
+        probe.run("rm -f /tmp/load.stop /tmp/http.json /tmp/chats.json")
+        for unit, command in zip(
+            self.units,
+            (
+                f"/usr/local/bin/httploop --url {BASE}/healthz --url {BASE}/login/ "
+                f"--cafile {root} --stop /tmp/load.stop --out /tmp/http.json "
+                "--max-requests 100000 --max-seconds 900",
+                f"/usr/local/bin/chatprobe --base {BASE} --cafile {root} {USER} "
+                f"--model fake-model --load-chats {chats} --max-seconds 900 "
+                f"--message {shlex.quote('[fakellm:tokens=60 tps=40] Keep talking, please.')} "
+                "--stop /tmp/load.stop --out /tmp/chats.json",
+            ),
+            strict=True,
+        ):
+            started = probe.run(f"systemd-run --unit {unit} --collect /usr/bin/python3 {command}")
+            assert started.rc == 0, started.stderr
+        time.sleep(3)
+
+    def stop(self) -> tuple[dict, dict]:
+        self.probe.run("touch /tmp/load.stop")
+        http = wait_for_json(self.probe, "/tmp/http.json", 60)
+        chats = wait_for_json(self.probe, "/tmp/chats.json", 120)
+        self.probe.run(f"systemctl stop {' '.join(self.units)}")
+        print(f"HTTP: {http['requests']} requests in {http['seconds']} s, {http['statuses']}")
+        print(
+            f"chats: {chats['replies']} replies ({chats['complete']} complete), "
+            f"{chats['reconnects']} reconnects {chats['close_codes']}"
+        )
+        return http, chats
+
+
+def test_the_certificate_comes_from_pebble_and_http_goes_to_https(probe: Host, root: str) -> None:
+    handshake = probe.run(
+        f"openssl s_client -connect {SITE}:443 -servername {SITE} -CAfile {root} "
+        "-verify_return_error </dev/null"
+    )
+    assert handshake.rc == 0, handshake.stdout + handshake.stderr
+    assert re.search(r"issuer=.*Pebble", handshake.stdout), handshake.stdout
+    redirect = probe.check_output(
+        f"curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}' http://{SITE}/login/"
+    )
+    assert redirect == f"301 {BASE}/login/"
+
+
+def test_sign_in_send_and_the_streamed_reply_is_stored(probe: Host, root: str, web1: Host) -> None:
+    result = chatprobe(probe, root, "Hello from the fleet")
+    (reply,) = result["replies"]
+    assert reply["status"] == "complete", reply
+    assert reply["deltas"] >= 2 and reply["text_matches"], reply
+    assert reply["seqs"] == list(range(1, len(reply["seqs"]) + 1))
+    stored = django(
+        web1,
+        "from chat.models import Message; "
+        f"m = Message.objects.get(id={reply['reply_id']}); print(m.status, len(m.content))",
+    )
+    assert stored == f"complete {len(reply['content'])}"
+
+
+def test_a_worker_killed_mid_reply_still_ends_the_reply(probe: Host, root: str, web1: Host) -> None:
+    probe.run("rm -f /tmp/killed.json")
+    started = probe.run(
+        "systemd-run --unit killedreply --collect /bin/sh -c "
+        + shlex.quote(
+            f"chatprobe --base {BASE} --cafile {root} {USER} --model fake-model "
+            f"--timeout 120 --message {shlex.quote(SLOW + ' Write slowly.')} > /tmp/killed.part"
+            " && mv /tmp/killed.part /tmp/killed.json"
+        )
+    )
+    assert started.rc == 0, started.stderr
+    worker = host("worker1")
+    generating = ""
+    for _ in range(60):
+        generating = django(
+            web1,
+            "from chat.models import Message; "
+            "print(Message.objects.filter(status='generating').count())",
+        )
+        if generating != "0":
+            break
+        time.sleep(0.5)
+    assert generating != "0", "the slow reply never started"
+    time.sleep(2)
+    main = worker.check_output("systemctl show --property MainPID --value parley-worker@default")
+    killed = worker.run(f"pkill -KILL --parent {main}")
+    assert killed.rc == 0, "no pool process to kill"
+    result = wait_for_json(probe, "/tmp/killed.json", 180)
+    (reply,) = result["replies"]
+    print(f"after SIGKILL: {reply['status']} in {reply['total_s']} s, code {reply['code']}")
+    assert reply["status"] == "complete" or reply["code"], reply
+    assert reply["text_matches"], reply
+    assert reply_status(web1, reply["reply_id"]) != "generating"
+
+
+def test_deploy_under_load_fails_no_request_and_loses_no_frame(
+    probe: Host, root: str, tmp_path: Path
+) -> None:
+    before = current_releases()
+    load = Load(probe, root, chats=6)
+    started = time.monotonic()
+    deploy = run_playbook(
+        str(PROJECT / "playbooks" / "deploy.yml"),
+        extra_vars={"app_local_path": str(changed_app_copy(tmp_path))},
+    )
+    took = time.monotonic() - started
+    time.sleep(3)
+    http, chats = load.stop()
+    assert deploy.rc == 0, deploy.failed_tasks or deploy.output[-3000:]
+    print(f"deploy.yml took {took:.0f} s")
+    after = current_releases()
+    assert len(set(after.values())) == 1 and set(after.values()) != set(before.values()), after
+    assert http["requests"] > 50 and http["failures"] == [], http
+    assert chats["replies"] > 6 and chats["errors"] == [], chats
+    assert chats["gaps"] == [] and chats["duplicates"] == [] and chats["mismatches"] == [], chats
+    assert chats["unacknowledged"] == 0, chats
+    # The deploy did cut chats off (each web host's restart closes its sockets with 1012).
+    assert chats["close_codes"].get("1012", 0) > 0, chats
+    upstream = host("lb1").check_output("parley-upstream status")
+    assert "drained" not in upstream and upstream.count("serving") == 2, upstream
+
+
+@pytest.fixture
+def web1_stopped(web1: Host) -> Iterator[None]:
+    yield
+    subprocess.run(["docker", "start", "web1"], check=True, capture_output=True)
+    web1.run("systemctl is-system-running --wait")
+
+
+def test_traffic_goes_on_without_web1(probe: Host, root: str, web1_stopped: None) -> None:
+    load = Load(probe, root, chats=4)
+    subprocess.run(["docker", "stop", "-t", "30", "web1"], check=True, capture_output=True)
+    time.sleep(20)
+    http, chats = load.stop()
+    assert http["requests"] > 50 and http["failures"] == [], http
+    assert chats["errors"] == [] and chats["gaps"] == [] and chats["mismatches"] == [], chats
+    assert chats["complete"] > 4, chats
+    logs = host("lb1").check_output("tail -n 400 /var/log/nginx/access.log")
+    used = {json.loads(line)["upstream_addr"] for line in logs.splitlines()[-50:]}
+    print(f"last 50 requests went to {used}")
+
+
+def test_the_chat_page_in_chromium(probe: Host, root: str) -> None:
+    """Headless Chromium on this machine drives the real page through nginx over WSS,
+    trusting only Pebble's root (an NSS database of its own) and resolving the site to lb1."""
+    address = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+    lb1 = subprocess.run(
+        ["docker", "inspect", "-f", address, "lb1"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    pem = ARTIFACTS / "pebble-root.pem"
+    pem.write_text(probe.file(root).content_string)
+    python = PROJECT / "app" / ".venv" / "bin" / "python"
+    if not python.exists():
+        subprocess.run(["make", "-C", str(PROJECT / "app"), "venv"], check=True)
+    run = subprocess.run(
+        [str(python), str(SCENARIO / "tests" / "browser.py"), "--base", BASE, "--address", lb1,
+         "--root", str(pem), "--user", VARS["app_admin_username"],
+         "--password", VARS["app_admin_password"], "--screenshot", str(ARTIFACTS / "chat.png")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    print(run.stdout.strip())
+    assert (ARTIFACTS / "chat.png").stat().st_size > 10_000
