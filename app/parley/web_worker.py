@@ -7,6 +7,13 @@ failed request per restart and worker, under load. Waiting briefly between "stop
 and "close idle connections" lets such requests arrive and be answered; connections still in
 the kernel's queue were never accepted by this worker and go to the next one on the same
 (systemd-held) socket.
+
+WebSockets need one more wait. Uvicorn's shutdown answers a handshake the app has not decided
+yet (the consumer is still checking the session and the conversation) with HTTP 500; only
+sockets already open get the 1012 close a client reconnects after. So the worker also waits,
+for at most HANDSHAKE_WAIT_SECONDS, until no handshake is under way: each then ends as an open
+socket closed with 1012 (the page reconnects and resumes) or as the app's own refusal. This
+happens at every restart and every `max_requests` recycling, under load many times an hour.
 """
 
 from __future__ import annotations
@@ -21,6 +28,21 @@ from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 DRAIN_SECONDS = int(os.environ.get("PARLEY_SHUTDOWN_DRAIN_MS", "500")) / 1000
+HANDSHAKE_WAIT_SECONDS = 10.0
+
+
+def handshake_under_way(connection: object) -> bool:
+    """A WebSocket connection whose handshake the app has not answered yet (any of Uvicorn's
+    WebSocket implementations; HTTP connections are never one)."""
+    complete = getattr(connection, "handshake_complete", None)
+    if complete is None:
+        event = getattr(connection, "handshake_completed_event", None)
+        if event is None:
+            return False
+        complete = event.is_set()
+    transport = getattr(connection, "transport", None)
+    closing = transport is None or transport.is_closing()
+    return not complete and getattr(connection, "initial_response", None) is None and not closing
 
 
 class DrainingServer(Server):
@@ -30,6 +52,12 @@ class DrainingServer(Server):
         for sock in sockets or []:
             sock.close()
         await asyncio.sleep(DRAIN_SECONDS)
+        deadline = asyncio.get_running_loop().time() + HANDSHAKE_WAIT_SECONDS
+        # Polled: Uvicorn's connections signal nothing when their app answers the handshake.
+        while asyncio.get_running_loop().time() < deadline and any(  # noqa: ASYNC110
+            handshake_under_way(c) for c in list(self.server_state.connections)
+        ):
+            await asyncio.sleep(0.05)
         await super().shutdown()
 
 
