@@ -272,17 +272,18 @@ class ReplyRun:
     async def _store_and_announce(
         self, outcome: services.ReplyOutcome, frame_type: str, **fields: object
     ) -> None:
-        # The database first: a client told "done" must find the reply stored.
+        # The database and the quota first: a client told "done" must find the reply stored,
+        # and its next message must be checked against a quota that counts this reply.
         if not await finish_reply(self.job.reply_id, outcome):
             return  # the reaper ended it first; it already told the clients
+        await limits.add_tokens_used(
+            self.job.user_id, outcome.prompt_tokens + outcome.completion_tokens
+        )
         await self.publisher.publish(
             frame_type,
             content=outcome.content,
             html=render_markdown(outcome.content),
             **fields,
-        )
-        await limits.add_tokens_used(
-            self.job.user_id, outcome.prompt_tokens + outcome.completion_tokens
         )
         self.observe(outcome)
 
