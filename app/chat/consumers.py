@@ -45,6 +45,7 @@ TURN_EVENT = "turn.frame"
 
 owned_conversation = database_sync_to_async(services.owned_conversation)
 post_message = database_sync_to_async(services.post_message)
+sent_turn = database_sync_to_async(services.sent_turn)
 regenerate_last = database_sync_to_async(services.regenerate_last)
 cancellable_reply = database_sync_to_async(services.cancellable_reply)
 reply_in_conversation = database_sync_to_async(services.reply_in_conversation)
@@ -65,6 +66,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     conversation_id: str
     group: str
     accepted = False
+    client_gone = False
 
     async def connect(self) -> None:
         user = self.scope["user"]
@@ -146,6 +148,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_frame(server_frame("pong", id=frame.client_id))
 
     async def on_send(self, frame: SendFrame) -> None:
+        if frame.client_message_id is not None:
+            # A re-send of a message already stored (its ack was lost with a socket) is
+            # answered before the limits: it creates nothing, so it costs nothing.
+            turn = await sent_turn(
+                self.user, self.conversation_id, frame.client_message_id, frame.text
+            )
+            if turn is not None:
+                await self.started(turn, frame.client_id)
+                return
         user_id = self.user.pk
         if await limits.quota_exhausted(user_id):
             raise services.ChatError(
@@ -156,7 +167,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise services.ChatError(
                 "rate_limited", f"Too many messages; try again in {wait} seconds."
             )
-        turn = await post_message(self.user, self.conversation_id, frame.text, frame.model)
+        turn = await post_message(
+            self.user, self.conversation_id, frame.text, frame.model, frame.client_message_id
+        )
         await self.started(turn, frame.client_id)
 
     async def on_regenerate(self, frame: RegenerateFrame) -> None:
@@ -168,12 +181,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.started(turn, frame.client_id)
 
     async def started(self, turn: services.Turn, client_id: str | None) -> None:
-        fields = {
+        fields: dict[str, Any] = {
             "message_id": turn.message_id,
             "reply_id": turn.reply_id,
             "model": turn.model,
             "replaces": turn.replaces,
         }
+        if turn.client_message_id is not None:
+            fields["client_id"] = str(turn.client_message_id)
+        if turn.duplicate:
+            # The same ack again, and the reply so far: the client lost both with its old
+            # socket. The turn was announced to the other tabs the first time, and the reply
+            # was queued then; live frames follow, as this socket is in the group already.
+            await self.send_frame(server_frame("ack", id=client_id, **fields, duplicate=True))
+            await self.replay(turn.reply_id, 0)
+            return
         await self.send_frame(server_frame("ack", id=client_id, **fields))
         # Other tabs on this conversation learn about the new turn too.
         await self.channel_layer.group_send(
@@ -246,7 +268,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- helpers ----------------------------------------------------------------------------
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
-        await self.send(text_data=encode(frame))
+        if self.client_gone:
+            return
+        try:
+            await self.send(text_data=encode(frame))
+        except OSError:
+            # The client closed the socket while a frame of its was being answered (a `send`
+            # crossing a close, which every deploy causes): finish handling the frame, as
+            # a message already stored must still be announced; its websocket.disconnect is
+            # queued behind and cleans up. Letting this escape would end the consumer without
+            # disconnect(): the socket would stay counted open and in its group.
+            self.client_gone = True
 
     async def send_error(self, code: str, message: str, client_id: str | None = None) -> None:
         metrics.WS_ERRORS.labels(code).inc()

@@ -52,6 +52,10 @@ class Message(models.Model):
     )
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
+    # A user message's name given by the client that sent it (`send.client_id`): a client
+    # that lost its socket before the ack sends the message again under the same name, and
+    # is answered with the first one's ack instead of a second copy.
+    client_id = models.UUIDField(null=True, blank=True, editable=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     # An assistant reply answers one user message; regenerating supersedes the live reply.
     reply_to = models.ForeignKey(
@@ -84,7 +88,13 @@ class Message(models.Model):
                 fields=["reply_to"],
                 condition=Q(superseded_at__isnull=True),
                 name="one_live_reply_per_message",
-            )
+            ),
+            # The other one: a message re-sent under its client_id is stored once.
+            models.UniqueConstraint(
+                fields=["conversation", "client_id"],
+                condition=Q(client_id__isnull=False),
+                name="one_message_per_client_id",
+            ),
         ]
         indexes = [
             models.Index(

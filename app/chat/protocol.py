@@ -7,6 +7,7 @@ frame that fails here changes nothing on the server.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,9 @@ class SendFrame:
     client_id: str | None
     text: str
     model: str | None
+    # The frame's `client_id` (not `id`, which only pairs a frame with its answer): the
+    # client's own name for this message, kept with it, so that a re-sent frame is recognised.
+    client_message_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,18 @@ def _optional_str(data: dict[str, Any], name: str, client_id: str | None) -> str
     return value
 
 
+def _optional_uuid(data: dict[str, Any], name: str, client_id: str | None) -> uuid.UUID | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str) and len(value) <= MAX_CLIENT_ID_CHARS:
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise ProtocolError("bad_frame", f"'{name}' must be a UUID", client_id)
+
+
 def parse_client_frame(raw: str, *, max_message_chars: int) -> ClientFrame:
     try:
         data = json.loads(raw)
@@ -105,7 +121,12 @@ def parse_client_frame(raw: str, *, max_message_chars: int) -> ClientFrame:
                 f"Messages are limited to {max_message_chars} characters.",
                 client_id,
             )
-        return SendFrame(client_id, text, _optional_str(data, "model", client_id))
+        return SendFrame(
+            client_id,
+            text,
+            _optional_str(data, "model", client_id),
+            _optional_uuid(data, "client_id", client_id),
+        )
     if frame_type == "cancel":
         return CancelFrame(client_id, _int_field(data, "reply_id", client_id))
     if frame_type == "regenerate":

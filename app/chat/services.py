@@ -37,6 +37,9 @@ class Turn:
     text: str
     model: str
     replaces: int | None = None
+    client_message_id: uuid.UUID | None = None
+    # True when the message was already stored under its client_id: this is a re-send.
+    duplicate: bool = False
 
 
 def resolve_model(requested: str | None) -> str:
@@ -53,13 +56,17 @@ def owned_conversation(user: AbstractBaseUser, conversation_id: uuid.UUID | str)
         raise ChatError("not_found", "No such conversation.") from error
 
 
-def _lock_idle_conversation(user: AbstractBaseUser, conversation_id: str) -> Conversation:
+def _lock_conversation(user: AbstractBaseUser, conversation_id: str) -> Conversation:
     """Lock the conversation row so two sockets cannot start two replies at once."""
     conversation = (
         Conversation.objects.select_for_update().filter(pk=conversation_id, user=user).first()
     )
     if conversation is None:
         raise ChatError("not_found", "No such conversation.")
+    return conversation
+
+
+def _ensure_idle(conversation: Conversation) -> None:
     if Message.objects.filter(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -67,22 +74,81 @@ def _lock_idle_conversation(user: AbstractBaseUser, conversation_id: str) -> Con
         superseded_at__isnull=True,
     ).exists():
         raise ChatError("busy", "A reply is still being written; stop it or wait.")
+
+
+def _lock_idle_conversation(user: AbstractBaseUser, conversation_id: str) -> Conversation:
+    conversation = _lock_conversation(user, conversation_id)
+    _ensure_idle(conversation)
     return conversation
 
 
+def sent_turn(
+    user: AbstractBaseUser, conversation_id: str, client_message_id: uuid.UUID, text: str
+) -> Turn | None:
+    """The turn a message stored under this client_id started, or None if there is none.
+
+    Its reply is the one first created for it (the one its ack named), also after a
+    regenerate superseded it. The same client_id with another text is a client's mistake,
+    refused rather than answered for a message the client did not mean.
+    """
+    message = (
+        Message.objects.filter(
+            conversation_id=conversation_id,
+            conversation__user=user,
+            role=Message.Role.USER,
+            client_id=client_message_id,
+        )
+        .only("pk", "content")
+        .first()
+    )
+    if message is None:
+        return None
+    if message.content != text:
+        raise ChatError(
+            "client_id_conflict", "This client_id was already used for another message."
+        )
+    reply = (
+        Message.objects.filter(reply_to=message, role=Message.Role.ASSISTANT)
+        .order_by("created_at", "id")
+        .only("pk", "model")
+        .first()
+    )
+    if reply is None:  # cannot happen: a message and its reply are created together
+        raise ChatError("not_found", "No such reply.")
+    return Turn(
+        message.pk, reply.pk, message.content, reply.model,
+        client_message_id=client_message_id, duplicate=True,
+    )  # fmt: skip
+
+
 def post_message(
-    user: AbstractBaseUser, conversation_id: str, text: str, model: str | None
+    user: AbstractBaseUser,
+    conversation_id: str,
+    text: str,
+    model: str | None,
+    client_message_id: uuid.UUID | None = None,
 ) -> Turn:
     """Save the user's message and its reply placeholder.
 
     Saving the user message fires the post_save receiver in chat.signals, which enqueues the
-    generation once this transaction commits.
+    generation once this transaction commits. A message already stored under the same
+    client_id is not saved again: its turn comes back with `duplicate` set. That is checked
+    under the conversation's lock, so a re-send racing its original (on another socket, maybe
+    another web host) waits for it and then finds it.
     """
-    chosen = resolve_model(model)
     with transaction.atomic():
-        conversation = _lock_idle_conversation(user, conversation_id)
+        conversation = _lock_conversation(user, conversation_id)
+        if client_message_id is not None:
+            turn = sent_turn(user, conversation_id, client_message_id, text)
+            if turn is not None:
+                return turn
+        chosen = resolve_model(model)
+        _ensure_idle(conversation)
         message = Message.objects.create(
-            conversation=conversation, role=Message.Role.USER, content=text
+            conversation=conversation,
+            role=Message.Role.USER,
+            content=text,
+            client_id=client_message_id,
         )
         reply = Message.objects.create(
             conversation=conversation,
@@ -96,7 +162,7 @@ def post_message(
         conversation.model = chosen
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["title", "model", "updated_at"])
-    return Turn(message.pk, reply.pk, text, chosen)
+    return Turn(message.pk, reply.pk, text, chosen, client_message_id=client_message_id)
 
 
 def regenerate_last(user: AbstractBaseUser, conversation_id: str, model: str | None) -> Turn:

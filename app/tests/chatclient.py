@@ -89,8 +89,13 @@ class ChatSocket:
             frames.append(frame)
         return frames
 
-    def send_message(self, text: str, model: str = "fake-model") -> dict[str, Any]:
-        return self.ack_for(self.send({"type": "send", "text": text, "model": model}))
+    def send_message(
+        self, text: str, model: str = "fake-model", client_id: str | None = None
+    ) -> dict[str, Any]:
+        frame = {"type": "send", "text": text, "model": model}
+        if client_id is not None:
+            frame["client_id"] = client_id
+        return self.ack_for(self.send(frame))
 
     def ping(self) -> None:
         client_id = self.send({"type": "ping"})

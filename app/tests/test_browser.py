@@ -170,3 +170,49 @@ def test_a_refused_message_goes_back_into_the_composer(page: Page, user, redis_a
     expect(page.locator("#prompt")).to_have_value("one more, please")
     expect(page.locator(".message.user")).to_have_count(0)
     assert not Message.objects.filter(conversation__user=user).exists()
+
+
+# Cuts the page's socket at its first `send`: the frame either goes out just before the close
+# (the server stores the message, the ack is lost) or never leaves (nothing is stored).
+CUT_AT_FIRST_SEND = """mode => {
+    const original = WebSocket.prototype.send;
+    window.__sends = [];
+    let cut = false;
+    WebSocket.prototype.send = function (data) {
+        const frame = JSON.parse(data);
+        if (frame.type === "send") { window.__sends.push(frame); }
+        if (frame.type === "send" && !cut) {
+            cut = true;
+            if (mode === "crossing") { original.call(this, data); }
+            this.close();
+            return;
+        }
+        return original.call(this, data);
+    };
+}"""
+
+
+@pytest.mark.parametrize("mode", ["crossing", "never_sent"])
+def test_a_send_lost_with_the_socket_is_sent_again_once(page: Page, user, mode: str) -> None:
+    page.add_init_script(f"({CUT_AT_FIRST_SEND})({mode!r})")
+    sign_in(page, user)
+    page.select_option("#model", "fake-model")
+    page.fill("#prompt", "did you get this? [fakellm:tokens=40]")
+    page.click("#send")
+    reply = page.locator(".message.assistant").last
+    expect(reply).to_have_class("message assistant complete", timeout=20_000)
+    expect(page.locator(".message.user")).to_have_text(["did you get this? [fakellm:tokens=40]"])
+    expect(page.locator("#send")).to_be_enabled()
+    expect(page.locator("#error-line")).to_be_hidden()
+
+    sends = page.evaluate("window.__sends")
+    assert len(sends) == 2, sends
+    assert sends[0]["client_id"] == sends[1]["client_id"]
+    assert sends[0]["text"] == sends[1]["text"]
+    stored = Message.objects.filter(conversation__user=user).order_by("id")
+    assert [m.role for m in stored] == ["user", "assistant"]
+    assert str(stored[0].client_id) == sends[0]["client_id"]
+    assert stored[1].status == Message.Status.COMPLETE
+    assert reply.locator(".text").inner_text().split() == stored[1].content.split()
+    assert page.locator(".message.user").get_attribute("data-message-id") == str(stored[0].pk)
+    assert page.csp_violations == []  # type: ignore[attr-defined]

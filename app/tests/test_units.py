@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from html.parser import HTMLParser
 
 import pytest
@@ -33,6 +34,10 @@ def test_valid_frames_parse() -> None:
     assert parse({"v": 1, "type": "resume", "reply_id": 3, "after_seq": 0}) == ResumeFrame(
         None, 3, 0
     )
+    key = "6f1c2a9e-0d4b-4c1e-9a57-3e2f1b0c9d8a"
+    assert parse({"v": 1, "type": "send", "text": "hi", "client_id": key}) == SendFrame(
+        None, "hi", None, uuid.UUID(key)
+    )
 
 
 @pytest.mark.parametrize(
@@ -42,6 +47,9 @@ def test_valid_frames_parse() -> None:
         ({"v": 1, "type": "cancel", "reply_id": True}, "bad_frame"),
         ({"v": 1, "type": "resume", "reply_id": 1, "after_seq": -1}, "bad_frame"),
         ({"v": 1, "type": "send", "text": "hi", "id": "x" * 65}, "bad_frame"),
+        ({"v": 1, "type": "send", "text": "hi", "client_id": "c1"}, "bad_frame"),
+        ({"v": 1, "type": "send", "text": "hi", "client_id": 7}, "bad_frame"),
+        ({"v": 1, "type": "send", "text": "hi", "client_id": "0" * 65}, "bad_frame"),
         ({"type": "send", "text": "hi"}, "unsupported_version"),
         ({"v": 1}, "unknown_type"),
     ],

@@ -4,11 +4,14 @@
  * never parsed as HTML); when a reply ends, the server's sanitized HTML rendering of the
  * Markdown replaces it. Every reply frame carries a sequence number: frames already seen are
  * ignored, a gap triggers a `resume`, and a reconnect announces what this page already has.
+ * Each message is sent with a `client_id` and kept until its `ack`: if the socket goes first,
+ * the same frame is sent again on the next one, and the server stores it at most once.
  */
 (function () {
   "use strict";
 
   var PROTOCOL = 1;
+  var ACK_TIMEOUT_MS = 10000;  // an open socket that has not answered a send: send it again
   var root = document.getElementById("chat");
   if (!root) { return; }
 
@@ -29,26 +32,33 @@
   var nextId = 1;
   var replies = {};        // reply id -> {el, seq, text, done}
   var activeReply = null;  // the reply id being written, if any
-  var pendingSend = null;  // {id, text, el}: our message, drawn before the server accepted it
+  // Our message, drawn before the server accepted it: {id, clientId, text, model, el, timer}.
+  // It stays here until its ack (or a refusal), across reconnects.
+  var pendingSend = null;
+  // The last message the server refused ({text, clientId}): sent again unchanged, it keeps its
+  // client_id, in case the refusal (`unavailable`) came after all from a server that stored it.
+  var refused = null;
 
   function setConnection(state, label) {
     connection.dataset.state = state;
     connection.textContent = label;
   }
 
-  function showError(message) {
+  function showError(message, kind) {
     errorLine.textContent = message;
+    errorLine.dataset.kind = kind || "";
     errorLine.hidden = false;
   }
 
-  function clearError() {
+  function clearError(kind) {
+    if (kind && errorLine.dataset.kind !== kind) { return; }
     errorLine.hidden = true;
     errorLine.textContent = "";
   }
 
   function updateControls() {
-    var busy = activeReply !== null;
-    stopButton.hidden = !busy;
+    var busy = activeReply !== null || pendingSend !== null;
+    stopButton.hidden = activeReply === null;
     sendButton.disabled = busy;
     var last = list.querySelector(".message.assistant:last-of-type");
     regenerateButton.hidden = busy || !last;
@@ -130,10 +140,47 @@
       delete replies[frame.replaces];
     }
     var reply = track(frame.reply_id, frame.model);
-    reply.el.querySelector(".text").textContent = "";
+    if (reply.done) { return; }  // a repeated ack of a reply this page already finished
+    if (reply.seq === 0) { reply.el.querySelector(".text").textContent = ""; }
     activeReply = frame.reply_id;
     updateControls();
     scrollToEnd();
+  }
+
+  function randomUUID() {
+    if (window.crypto.randomUUID) { return window.crypto.randomUUID(); }
+    // Plain-HTTP pages (not a secure context) have getRandomValues only: a version 4 UUID.
+    var bytes = window.crypto.getRandomValues(new Uint8Array(16));
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    var hex = Array.prototype.map.call(bytes, function (b) { return (b + 256).toString(16).slice(1); });
+    return [hex.slice(0, 4), hex.slice(4, 6), hex.slice(6, 8), hex.slice(8, 10), hex.slice(10)]
+      .map(function (part) { return part.join(""); }).join("-");
+  }
+
+  // Send (again) the message waiting for its ack: always the same client_id, so however many
+  // copies reach the server, it stores one and answers each with the same ack.
+  function transmitPending() {
+    if (!pendingSend) { return; }
+    window.clearTimeout(pendingSend.timer);
+    if (!socket || socket.readyState !== WebSocket.OPEN) { return; }  // on the next open
+    pendingSend.id = send({
+      type: "send", text: pendingSend.text, model: pendingSend.model, client_id: pendingSend.clientId
+    });
+    pendingSend.timer = window.setTimeout(transmitPending, ACK_TIMEOUT_MS);
+  }
+
+  function isPending(frame) {
+    return pendingSend !== null && (
+      (frame.client_id && frame.client_id === pendingSend.clientId) ||
+      (frame.id && frame.id === pendingSend.id));
+  }
+
+  function settlePending(messageId) {
+    window.clearTimeout(pendingSend.timer);
+    pendingSend.el.dataset.messageId = messageId;
+    pendingSend = null;
+    updateControls();
   }
 
   function finishReply(reply, frame, status) {
@@ -176,23 +223,26 @@
     } else if (frame.type === "ack" && frame.message_id) {
       // Our own message was drawn before the server knew its id; give it the id now so the
       // `turn` frame that follows does not draw it twice.
-      if (pendingSend && pendingSend.id === frame.id) {
-        pendingSend.el.dataset.messageId = frame.message_id;
-        pendingSend = null;
-      }
+      if (isPending(frame)) { settlePending(frame.message_id); }
       startReply(frame);
     } else if (frame.type === "turn") {
-      if (frame.text && !frame.replaces) {
+      if (isPending(frame)) {
+        // Our re-sent message, stored from the first copy by a server that could not tell us.
+        settlePending(frame.message_id);
+      } else if (frame.text && !frame.replaces) {
         addUserMessage(frame.message_id, frame.text);
         nameConversation(frame.text);
       }
       startReply(frame);
     } else if (frame.type === "error") {
-      if (pendingSend && pendingSend.id === frame.id) {
+      if (pendingSend && frame.id && pendingSend.id === frame.id) {
         // Refused (busy, rate limited, ...): take the message back into the composer.
+        window.clearTimeout(pendingSend.timer);
         pendingSend.el.remove();
         prompt.value = pendingSend.text;
+        refused = { text: pendingSend.text, clientId: pendingSend.clientId };
         pendingSend = null;
+        updateControls();
       }
       showError(frame.message);
     }
@@ -200,7 +250,7 @@
 
   function send(frame) {
     if (!socket || socket.readyState !== WebSocket.OPEN) {
-      showError("Not connected; reconnecting…");
+      showError("Not connected; reconnecting…", "connection");
       return null;
     }
     frame.v = PROTOCOL;
@@ -225,6 +275,9 @@
     socket.addEventListener("open", function () {
       retries = 0;
       setConnection("open", "Connected");
+      clearError("connection");
+      // A message whose ack was lost with the last socket, or typed while disconnected.
+      transmitPending();
     });
     socket.addEventListener("message", function (event) {
       var frame;
@@ -248,12 +301,20 @@
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     var text = prompt.value;
-    if (!text.trim() || activeReply !== null) { return; }
+    if (!text.trim() || activeReply !== null || pendingSend !== null) { return; }
     clearError();
-    var id = send({ type: "send", text: text, model: modelSelect ? modelSelect.value : undefined });
-    if (id) {
-      pendingSend = { id: id, text: text, el: addUserMessage(null, text) };
-      prompt.value = "";
+    var clientId = refused && refused.text === text ? refused.clientId : randomUUID();
+    refused = null;
+    pendingSend = {
+      id: null, clientId: clientId, text: text, timer: null,
+      model: modelSelect ? modelSelect.value : undefined, el: addUserMessage(null, text)
+    };
+    prompt.value = "";
+    updateControls();
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      transmitPending();
+    } else {
+      showError("Not connected; the message goes out when the connection is back.", "connection");
     }
   });
 
