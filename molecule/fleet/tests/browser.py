@@ -44,6 +44,7 @@ def main() -> int:
     parser.add_argument("--user", required=True)
     parser.add_argument("--password", required=True)
     parser.add_argument("--screenshot", required=True, type=Path)
+    parser.add_argument("--model", help="model to pick (default: the page's own choice)")
     args = parser.parse_args()
     name = urllib.parse.urlsplit(args.base).hostname
     with tempfile.TemporaryDirectory() as home, sync_playwright() as playwright:
@@ -68,7 +69,8 @@ def main() -> int:
         page.click("button[type=submit]")
         page.click("#new-chat")
         expect(page.locator("#connection")).to_have_text("Connected")
-        page.select_option("#model", "fake-model")
+        if args.model:
+            page.select_option("#model", args.model)
         page.fill("#prompt", PROMPT)
         page.keyboard.press("Enter")
         reply = page.locator(".message.assistant").last
