@@ -7,6 +7,15 @@ Only the standard library and Debian's python3-websockets, so it runs on the pro
     chatprobe.py --base https://chat.parley.test --user alice --password ... \
         --message "Hello" [--model fake-model] [--cafile pebble.pem] [--forwarded-proto https]
 
+With `--load-chats N --stop FILE --out FILE` it is a bounded load instead: N conversations,
+each sending a message as soon as its last reply is done, until the stop file appears (or
+`--max-seconds`). A conversation whose socket is closed (a web host restarting says 1012)
+reconnects with `?resume=<reply>:<seq>` and carries on; a message whose ack was lost with
+the socket is sent again, the same frame with the same `client_id`, and the server answers
+with the first one's ack instead of storing it twice (PROTOCOL.md). Every reply is checked
+for gaps and duplicate frames and for text equal to its `done.content`. The report is JSON in
+FILE.
+
 `--forwarded-proto https` is for talking to the web tier directly (no nginx in front): the
 probe then plays the lb and says the client connection was HTTPS, which the production
 settings require for sign-in.
@@ -23,6 +32,9 @@ import ssl
 import sys
 import time
 import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import websockets
@@ -129,19 +141,207 @@ async def converse(
     return replies
 
 
+# A message sent this often without an ack (each time on a new socket) is given up.
+MAX_SENDS = 10
+
+
+@dataclass
+class Reply:
+    """One message and its reply as a resuming client holds it."""
+
+    sent: float
+    frame: dict[str, Any]
+    sends: int = 1
+    reply_id: int | None = None
+    last_seq: int = 0
+    text: str = ""
+
+
+@dataclass
+class LoadReport:
+    replies: int = 0
+    complete: int = 0
+    reconnects: int = 0
+    close_codes: dict[str, int] = field(default_factory=dict)
+    gaps: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    # Sends repeated on a new socket because the last one closed before their ack.
+    resent: int = 0
+    # Of those, the ones the server had stored the first time (its ack says `duplicate`).
+    resent_already_stored: int = 0
+    # Messages given up without an ack: whether they were stored, the client cannot know.
+    unacknowledged: int = 0
+
+
+class ResumingChat:
+    """One conversation under load: send, read to the end, repeat; when the socket goes,
+    reconnect and resume the reply in progress."""
+
+    def __init__(
+        self, session: Session, conversation: str, model: str | None, text: str,
+        report: LoadReport,
+    ) -> None:  # fmt: skip
+        self.session = session
+        self.text = text
+        self.conversation = conversation
+        self.model = model
+        self.report = report
+        self.pending: Reply | None = None
+
+    def uri(self) -> str:
+        base = self.session.base
+        scheme = "wss" if base.scheme == "https" else "ws"
+        port = f":{base.port}" if base.port else ""
+        uri = f"{scheme}://{base.hostname}{port}/ws/chat/{self.conversation}/"
+        if self.pending is not None and self.pending.reply_id is not None:
+            uri += f"?resume={self.pending.reply_id}:{self.pending.last_seq}"
+        return uri
+
+    def send_frame(self) -> str:
+        frame = {
+            "v": 1, "type": "send", "id": f"r{self.report.replies}", "text": self.text,
+            "client_id": str(uuid.uuid4()),
+        }  # fmt: skip
+        if self.model:
+            frame["model"] = self.model
+        self.pending = Reply(sent=time.monotonic(), frame=frame)
+        return json.dumps(frame)
+
+    def resend_frame(self) -> str:
+        """The unacknowledged message again, under its client_id: stored at most once."""
+        assert self.pending is not None
+        self.pending.sends += 1
+        self.report.resent += 1
+        return json.dumps(
+            {**self.pending.frame, "id": f"{self.pending.frame['id']}.{self.pending.sends}"}
+        )
+
+    def on_frame(self, message: dict[str, Any]) -> None:
+        """Account for one server frame of the reply in progress."""
+        pending, report = self.pending, self.report
+        assert pending is not None
+        kind = message.get("type")
+        if kind == "ack" and pending.reply_id is None:
+            pending.reply_id = message["reply_id"]
+            if message.get("duplicate"):
+                report.resent_already_stored += 1
+            return
+        if kind == "error" and "reply_id" not in message:
+            report.errors.append(f"{self.conversation}: {message}")
+            self.pending = None
+            return
+        if message.get("reply_id") != pending.reply_id or kind not in {"delta", "done", "error"}:
+            return
+        seq = message["seq"]
+        where = f"{self.conversation} reply {pending.reply_id} seq {seq}"
+        if seq <= pending.last_seq:
+            report.duplicates.append(f"{where} after {pending.last_seq}")
+            return
+        if seq != pending.last_seq + 1:
+            report.gaps.append(f"{where} after {pending.last_seq}")
+        pending.last_seq = seq
+        if kind == "delta":
+            pending.text = ("" if message.get("reset") else pending.text) + message["text"]
+            return
+        report.replies += 1
+        if kind == "done" and message.get("status") == "complete":
+            report.complete += 1
+        else:
+            report.errors.append(f"{where}: {message.get('code')} {message.get('message')}")
+        if pending.text != message.get("content", ""):
+            report.mismatches.append(where)
+        self.pending = None
+
+    def on_lost(self, error: Exception) -> None:
+        code = getattr(getattr(error, "rcvd", None), "code", None)
+        key = str(code) if code is not None else type(error).__name__
+        self.report.close_codes[key] = self.report.close_codes.get(key, 0) + 1
+        self.report.reconnects += 1
+        pending = self.pending
+        if pending is not None and pending.reply_id is None and pending.sends >= MAX_SENDS:
+            # Lost before the ack every time: whether it was stored, this client cannot know.
+            self.give_up()
+
+    def give_up(self) -> None:
+        if self.pending is not None and self.pending.reply_id is None:
+            self.report.unacknowledged += 1
+        self.pending = None
+
+    async def run(self, stop: Path, deadline: float) -> None:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.session.cookies.items())}
+
+        def finished() -> bool:
+            return stop.exists() or time.monotonic() > deadline
+
+        attempt = 0
+        while self.pending is not None or not finished():
+            try:
+                async with websockets.connect(
+                    self.uri(), extra_headers=headers, origin=self.session.origin,
+                    ssl=self.session.context, open_timeout=30,
+                ) as socket:  # fmt: skip
+                    attempt = 0
+                    if self.pending is not None and self.pending.reply_id is None:
+                        # The last socket closed between send and ack: send it again.
+                        await socket.send(self.resend_frame())
+                    while self.pending is not None or not finished():
+                        if self.pending is None:
+                            await socket.send(self.send_frame())
+                        self.on_frame(json.loads(await asyncio.wait_for(socket.recv(), 60)))
+                    return
+            except (TimeoutError, websockets.exceptions.ConnectionClosed, OSError) as error:
+                self.on_lost(error)
+                attempt += 1
+                if attempt > 30:
+                    self.report.errors.append(f"{self.conversation}: gave up after {error!r}")
+                    self.give_up()
+                    return
+                await asyncio.sleep(min(0.2 * attempt, 2))
+
+
+async def load(args: argparse.Namespace) -> LoadReport:
+    session = Session(args.base, args.cafile, args.forwarded_proto)
+    session.sign_in(args.user, args.password)
+    conversations = [session.new_conversation() for _ in range(args.load_chats)]
+    report = LoadReport()
+    text = (args.message or ["Tell me something while the fleet changes."])[0]
+    deadline = time.monotonic() + args.max_seconds
+    await asyncio.gather(*(
+        ResumingChat(session, c, args.model, text, report).run(Path(args.stop), deadline)
+        for c in conversations
+    ))  # fmt: skip
+    return report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="site URL, e.g. https://chat.parley.test")
     parser.add_argument("--user", required=True)
     parser.add_argument("--password", required=True)
-    parser.add_argument("--message", action="append", required=True, help="repeat to send several")
+    parser.add_argument(
+        "--message", action="append", help="repeat to send several (--load-chats: the first)"
+    )
     parser.add_argument("--model")
     parser.add_argument("--cafile", help="the only root to trust for HTTPS")
     parser.add_argument(
         "--forwarded-proto", help="send X-Forwarded-Proto (talking to the web tier directly)"
     )
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for each frame")
+    parser.add_argument("--load-chats", type=int, help="run a bounded load of N conversations")
+    parser.add_argument("--stop", help="with --load-chats: stop sending when this file exists")
+    parser.add_argument("--out", help="with --load-chats: where the JSON report goes")
+    parser.add_argument("--max-seconds", type=float, default=600, help="with --load-chats")
     args = parser.parse_args()
+    if args.load_chats:
+        if not (args.stop and args.out):
+            parser.error("--load-chats needs --stop and --out")
+        report = asyncio.run(load(args))
+        Path(args.out).write_text(json.dumps(report.__dict__))
+        return 0
+    if not args.message:
+        parser.error("--message is required")
     session = Session(args.base, args.cafile, args.forwarded_proto)
     session.sign_in(args.user, args.password)
     conversation = session.new_conversation()
