@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import testinfra
 import yaml
+from _pytest.nodeid import NodeId
 from testinfra.host import Host
 
 BOOT_TIMEOUT = 120
@@ -54,17 +55,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("target", hosts_in("targets"))
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep every test of one host on one xdist worker: a test that reboots a host must not
     run beside another test of that host. Tests without a target act on the first one,
-    unless they name their own group (`@pytest.mark.xdist_group("...")`)."""
+    unless they name their own group (`@pytest.mark.xdist_group("...")`).
+
+    xdist's `loadgroup` means to do this by appending "@<group>" to each test's node id, but
+    it sets `item._nodeid`, which pytest 9 no longer reads (it keeps the id in `item._id`):
+    the groups were silently lost and tests of one host ran at once. So the id is set here,
+    on the attribute pytest reads."""
     first = hosts_in("targets")[0] if _inventory().get("targets") else "scenario"
     for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        params = getattr(item, "callspec", None)
-        group = params.params.get("target", first) if params else first
-        item.add_marker(pytest.mark.xdist_group(name=str(group)))
+        chosen = item.get_closest_marker("xdist_group")
+        if chosen:
+            group = str(chosen.kwargs.get("name") or chosen.args[0])
+        else:
+            params = getattr(item, "callspec", None)
+            group = str(params.params.get("target", first) if params else first)
+            item.add_marker(pytest.mark.xdist_group(name=group))
+        if "@" not in item.nodeid.rsplit("]", 1)[-1]:
+            item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
 @pytest.fixture(scope="session")
