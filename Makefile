@@ -13,8 +13,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_HOME := $(CURDIR)/.cache/ansible
 export MOLECULE_GLOB := molecule/*/molecule.yml
 
-# Every Molecule scenario the test command runs, and how many run at once.
-SCENARIOS := common
+# Every Molecule scenario the test command runs (longest first, so two at a time finish
+# together), and how many run at once.
+SCENARIOS := fleet edge redis app-tier postgresql common
 MOLECULE_WORKERS ?= 2
 
 .PHONY: help
