@@ -36,19 +36,29 @@ DEADLINE_MARGIN_SECONDS = 5
 
 
 class Coalescer:
-    """Batch deltas: flush after `interval` seconds or `max_tokens` tokens, whichever first."""
+    """Batch deltas: flush after `interval` seconds or `max_tokens` tokens, whichever first.
+
+    The reply's first text is the exception: it goes at once, since the time to the first
+    token is what a reader waits through; waiting the window for company would add it to
+    every reply (the benchmark measured ~30 ms of its 40 ms after the model's first token).
+    Coalescing only the rest costs at most one more channel-layer message per reply.
+    """
 
     def __init__(self, interval: float, max_tokens: int) -> None:
         self.interval = interval
         self.max_tokens = max(1, max_tokens)
         self.parts: list[str] = []
         self.first_at: float | None = None
+        self.started = False
 
     def add(self, text: str) -> bool:
         """Buffer text; True when the buffer should be flushed now."""
         if self.first_at is None:
             self.first_at = time.monotonic()
         self.parts.append(text)
+        if not self.started and text:
+            self.started = True
+            return True
         return len(self.parts) >= self.max_tokens or self.time_left() <= 0
 
     def time_left(self) -> float | None:

@@ -45,6 +45,18 @@ def test_reply_streams_in_order_and_is_stored(chat: ChatSocket, conversation) ->
     assert requests[0]["stream"] is True
 
 
+def test_the_first_token_goes_at_once_and_the_rest_is_coalesced(chat: ChatSocket) -> None:
+    # 200 tokens a millisecond apart: a coalescing window open from the first token would
+    # put up to PARLEY_STREAM_FLUSH_TOKENS of them into the first delta.
+    ack = chat.send_message("fast [fakellm:tokens=200 tps=1000]")
+    frames = chat.reply_frames(ack["reply_id"])
+    deltas = [f for f in frames if f["type"] == "delta"]
+    content = frames[-1]["content"]
+    assert deltas[0]["text"] == content.split(" ")[0]
+    assert len(deltas) <= 200 // 4  # the rest still travels coalesced
+    assert delta_text(frames) == content
+
+
 def test_second_message_carries_history(chat: ChatSocket) -> None:
     first = chat.send_message("first question")
     chat.reply_frames(first["reply_id"])

@@ -102,10 +102,15 @@ def test_markdown_keeps_formatting() -> None:
 
 def test_coalescer_flushes_by_count_and_by_time() -> None:
     by_count = Coalescer(interval=10, max_tokens=3)
+    assert by_count.add("0") is True  # the first text goes at once
+    assert by_count.take() == "0"
     assert [by_count.add(t) for t in "abc"] == [False, False, True]
     assert by_count.take() == "abc"
     assert by_count.time_left() is None
     by_time = Coalescer(interval=0.01, max_tokens=100)
+    assert by_time.add("") is False  # an empty first chunk is no first text
+    assert by_time.add("w") is True
+    assert by_time.take() == "w"
     by_time.add("x")
     time.sleep(0.02)
     assert by_time.time_left() < 0
