@@ -3,13 +3,17 @@
 The socket belongs to one conversation and joins its channel-layer group. Every reply frame
 carries a sequence number; this consumer remembers the last one it sent per reply, drops
 repeats and fills any gap from the reply's Redis stream before relaying, so a client sees each
-frame once and in order even when the channel layer dropped some.
+frame once and in order even when the channel layer dropped some. A reply that goes silent
+before its end (its last frames dropped: no later frame shows the gap) is looked up again in
+its stream, or in the database, after PARLEY_STREAM_RECOVER_AFTER seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -42,6 +46,9 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 TURN_EVENT = "turn.frame"
+# A silent reply is looked up again after STREAM_RECOVER_AFTER seconds, then after twice as
+# long each time nothing new turns up (a model thinking, a reply queued), up to this.
+RECOVER_MAX_WAIT = 30.0
 
 owned_conversation = database_sync_to_async(services.owned_conversation)
 post_message = database_sync_to_async(services.post_message)
@@ -67,6 +74,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     group: str
     accepted = False
     client_gone = False
+    watchdog: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         user = self.scope["user"]
@@ -83,6 +91,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.sent_seq: dict[int, int] = {}
         self.bucket = limits.FrameBucket(settings.WS_FRAMES_PER_SECOND, settings.WS_FRAME_BURST)
         self.background: set[asyncio.Task[None]] = set()
+        # Relaying is one sequence at a time (handlers and the silence watch share it).
+        self.relay_lock = asyncio.Lock()
+        # Unfinished replies this socket relays: when to look them up, and the wait so far.
+        self.silent: dict[int, tuple[float, float]] = {}
         self.group = conversation_group(self.conversation_id)
         # Join the group before reading any stream, so no live frame can fall in between.
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -90,9 +102,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.accepted = True
         metrics.OPEN_SOCKETS.inc()
         for reply_id, after_seq in _parse_resume(self.scope.get("query_string", b"")).items():
-            await self.replay(reply_id, after_seq)
+            await self.catch_up(reply_id, after_seq)
 
     async def disconnect(self, code: int) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watchdog
         if self.accepted:
             metrics.OPEN_SOCKETS.dec()
             await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -143,7 +159,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         elif isinstance(frame, RegenerateFrame):
             await self.on_regenerate(frame)
         elif isinstance(frame, ResumeFrame):
-            await self.replay(frame.reply_id, frame.after_seq, force=True)
+            await self.catch_up(frame.reply_id, frame.after_seq, force=True)
         elif isinstance(frame, PingFrame):
             await self.send_frame(server_frame("pong", id=frame.client_id))
 
@@ -194,9 +210,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # socket. The turn was announced to the other tabs the first time, and the reply
             # was queued then; live frames follow, as this socket is in the group already.
             await self.send_frame(server_frame("ack", id=client_id, **fields, duplicate=True))
-            await self.replay(turn.reply_id, 0)
+            await self.catch_up(turn.reply_id, 0)
             return
         await self.send_frame(server_frame("ack", id=client_id, **fields))
+        self.watch(turn.reply_id)
         # Other tabs on this conversation learn about the new turn too.
         await self.channel_layer.group_send(
             self.group,
@@ -213,6 +230,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_frame(server_frame("ack", id=frame.client_id, reply_id=frame.reply_id))
 
     # --- reply frames -----------------------------------------------------------------------
+
+    async def catch_up(self, reply_id: int, after_seq: int, *, force: bool = False) -> None:
+        """replay(), then watch the reply until its end."""
+        async with self.relay_lock:
+            self.watch(reply_id)  # before: relaying the reply's end stops the watch
+            await self.replay(reply_id, after_seq, force=force)
 
     async def replay(self, reply_id: int, after_seq: int, *, force: bool = False) -> None:
         """Send the reply's frames after `after_seq` from its stream, or its end from the DB."""
@@ -240,30 +263,90 @@ class ChatConsumer(AsyncWebsocketConsumer):
         }
         if reply.status == "error":
             return error_frame(reply.error_code, reply.error_message, **fields)
-        return server_frame("done", status=reply.status, **fields)
+        usage = {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "estimated": reply.usage_estimated,
+        }
+        return server_frame("done", status=reply.status, usage=usage, **fields)
 
     async def relay(self, frame: dict[str, Any]) -> None:
         reply_id, seq = frame["reply_id"], frame["seq"]
         if seq <= self.sent_seq.get(reply_id, 0):
             return
         self.sent_seq[reply_id] = seq
+        if frame["type"] == "delta":
+            self.watch(reply_id)
+        else:  # done or error: the reply is over
+            self.silent.pop(reply_id, None)
         await self.send_frame(frame)
 
     async def reply_frame(self, event: dict[str, Any]) -> None:
         """A live frame from a worker, via the channel layer."""
         frame = event["frame"]
         reply_id, seq = frame["reply_id"], frame["seq"]
-        last = self.sent_seq.get(reply_id, 0)
-        if seq > last + 1:
-            # Frames were dropped on the way (channel over capacity) or this socket joined
-            # mid-reply: take the missing ones from the stream first.
-            for missing in await replystream.read_frames(reply_id, last):
-                if missing["seq"] < seq:
-                    await self.relay(missing)
-        await self.relay(frame)
+        async with self.relay_lock:
+            last = self.sent_seq.get(reply_id, 0)
+            if seq > last + 1:
+                # Frames were dropped on the way (channel over capacity) or this socket joined
+                # mid-reply: take the missing ones from the stream first.
+                for missing in await replystream.read_frames(reply_id, last):
+                    if missing["seq"] < seq:
+                        await self.relay(missing)
+            await self.relay(frame)
 
     async def turn_frame(self, event: dict[str, Any]) -> None:
+        self.watch(event["frame"]["reply_id"])
         await self.send_frame(event["frame"])
+
+    # --- silent replies ---------------------------------------------------------------------
+
+    def watch(self, reply_id: int) -> None:
+        """Expect a frame of this reply within STREAM_RECOVER_AFTER seconds, else look it up."""
+        wait = settings.STREAM_RECOVER_AFTER
+        self.silent[reply_id] = (time.monotonic() + wait, wait)
+        if self.watchdog is None or self.watchdog.done():
+            self.watchdog = asyncio.create_task(self.watch_silences())
+
+    async def watch_silences(self) -> None:
+        """Look up each reply that went silent before its end, until none is left.
+
+        channels-redis drops group messages over capacity (a web worker's loop starved of
+        CPU), and gaps are filled when a later frame arrives; a lost tail, `done` included,
+        has no later frame. Its frames are in the reply's stream, its end in the database.
+        """
+        while self.silent:
+            now = time.monotonic()
+            due = min(when for when, _ in self.silent.values())
+            if due > now:
+                await asyncio.sleep(due - now)
+                continue
+            for reply_id, (when, wait) in list(self.silent.items()):
+                if when > now:
+                    continue
+                before = self.sent_seq.get(reply_id, 0)
+                try:
+                    async with self.relay_lock:
+                        await self.recover(reply_id)
+                except Exception:
+                    # Redis or the database away: the next look is after a longer wait.
+                    logger.warning("Could not look up silent reply %s", reply_id, exc_info=True)
+                if reply_id in self.silent and self.sent_seq.get(reply_id, 0) == before:
+                    longer = min(wait * 2, RECOVER_MAX_WAIT)
+                    self.silent[reply_id] = (time.monotonic() + longer, longer)
+
+    async def recover(self, reply_id: int) -> None:
+        """Relay what the reply's stream holds past what this socket sent, else its stored end."""
+        before = self.sent_seq.get(reply_id, 0)
+        for frame in await replystream.read_frames(reply_id, before):
+            await self.relay(frame)
+        if reply_id not in self.silent or self.sent_seq.get(reply_id, 0) > before:
+            return  # it ended, or it is moving again
+        reply = await reply_in_conversation(self.conversation_id, reply_id)
+        if reply is not None and reply.is_finished:
+            await self.relay(self.final_frame(reply))  # dropped if this socket had the end
+        if reply is None or reply.is_finished:
+            self.silent.pop(reply_id, None)
 
     # --- helpers ----------------------------------------------------------------------------
 

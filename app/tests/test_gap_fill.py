@@ -1,9 +1,11 @@
 """channels-redis drops group messages silently when a socket's channel is full. The consumer
-notices the hole in the sequence numbers and fills it from the reply's Redis stream."""
+notices the hole in the sequence numbers and fills it from the reply's Redis stream; a reply
+that goes silent before its end is looked up again, in its stream or in the database."""
 
 from __future__ import annotations
 
 import json
+import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -42,3 +44,82 @@ def test_dropped_frames_are_refilled_from_the_stream(chat: ChatSocket, conversat
     deliver(frames[3])
     chat.ping()
     assert [f["type"] for f in chat.received[4:]] == ["pong"]
+
+
+def store(redis_admin, frames: list[dict]) -> None:
+    stream = replystream.stream_key(frames[0]["reply_id"])
+    for frame in frames:
+        redis_admin["channel_layer"].xadd(stream, {"f": json.dumps(frame)}, id=f"0-{frame['seq']}")
+
+
+def deliver(conversation, event: dict) -> None:
+    async_to_sync(get_channel_layer().group_send)(conversation_group(conversation.id), event)
+
+
+def new_reply(conversation, **fields) -> Message:
+    question = Message.objects.create(conversation=conversation, role="user", content="q")
+    return Message.objects.create(
+        conversation=conversation, role="assistant", reply_to=question, **fields
+    )
+
+
+def test_a_lost_end_is_recovered_from_the_stream(chat: ChatSocket, conversation, redis_admin):
+    reply = new_reply(conversation, status="generating")
+    frames = [
+        server_frame("delta", reply_id=reply.pk, seq=1, text="one "),
+        server_frame("delta", reply_id=reply.pk, seq=2, text="two"),
+        server_frame("done", reply_id=reply.pk, seq=3, status="complete", content="one two"),
+    ]
+    store(redis_admin, frames)
+    # Only the first frame reached the group; the rest, done included, was dropped, so no
+    # later frame will ever show the gap.
+    deliver(conversation, {"type": replystream.REPLY_EVENT, "frame": frames[0]})
+    assert chat.recv(timeout=5) == frames[0]
+    started = time.monotonic()
+    assert [chat.recv(timeout=10) for _ in range(2)] == frames[1:]
+    # After the silence (PARLEY_STREAM_RECOVER_AFTER, 1 s in tests), not at once.
+    assert time.monotonic() - started > 0.5
+    chat.ping()
+
+
+def test_a_lost_end_is_recovered_from_the_database(
+    chat: ChatSocket, conversation, redis_admin
+) -> None:
+    reply = new_reply(conversation, status="generating")
+    first = server_frame("delta", reply_id=reply.pk, seq=1, text="stored ")
+    store(redis_admin, [first])
+    deliver(conversation, {"type": replystream.REPLY_EVENT, "frame": first})
+    assert chat.recv(timeout=5) == first
+    # The worker ended the reply, but its last frames never reached Redis (nor this socket).
+    Message.objects.filter(pk=reply.pk).update(
+        status="complete", content="stored **end**", final_seq=4, prompt_tokens=7,
+        completion_tokens=3,
+    )  # fmt: skip
+    done = chat.recv(timeout=10)
+    assert (done["type"], done["seq"], done["status"], done["content"]) == (
+        "done", 4, "complete", "stored **end**",
+    )  # fmt: skip
+    assert "<strong>end</strong>" in done["html"]
+    assert done["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "estimated": False}
+    chat.ping()
+    assert [f["type"] for f in chat.received[-1:]] == ["pong"]
+
+
+def test_a_reply_whose_every_frame_was_lost_still_arrives(
+    chat: ChatSocket, conversation, redis_admin
+) -> None:
+    reply = new_reply(conversation, status="pending")
+    turn = server_frame("turn", message_id=reply.reply_to_id, reply_id=reply.pk, text="q",
+                        model="fake-model", replaces=None)  # fmt: skip
+    deliver(conversation, {"type": "turn.frame", "frame": turn})
+    assert chat.recv(timeout=5) == turn
+    # Still queued: looking it up finds nothing to send, and nothing is sent.
+    time.sleep(2.5)
+    chat.ping()
+    assert chat.received[-1]["type"] == "pong"
+    frames = [
+        server_frame("delta", reply_id=reply.pk, seq=1, text="late "),
+        server_frame("done", reply_id=reply.pk, seq=2, status="complete", content="late"),
+    ]
+    store(redis_admin, frames)  # written, and every group message lost
+    assert [chat.recv(timeout=15) for _ in range(2)] == frames

@@ -121,7 +121,12 @@ CHANNEL_LAYERS = {
             # channels-redis's blocking BZPOPMIN: an idle socket would die every 5 s.
             "hosts": [{"address": CHANNEL_LAYER_URL, "socket_timeout": 30}],
             "prefix": "parley:asgi",
-            "capacity": env_int("CHANNEL_LAYER_CAPACITY", 100),
+            # What applies is one inbox per web *process* (channels-redis keys every socket
+            # of a process under one "specific.<id>!" list), not per socket: a worker with a
+            # few hundred sockets, each with a reply of a few frames in flight, passes 100
+            # as soon as its loop falls behind (seen at 200 chats on 2 cores), and each
+            # message dropped beyond it is one that a socket has to recover from Redis.
+            "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000),
             "expiry": env_int("CHANNEL_LAYER_EXPIRY", 60),
         },
     }
@@ -142,6 +147,7 @@ if GENERATION_MODE not in {"celery", "inprocess"}:
 STREAM_FLUSH_MS = env_int("STREAM_FLUSH_MS", 30)
 STREAM_FLUSH_TOKENS = env_int("STREAM_FLUSH_TOKENS", 16)
 STREAM_TTL = env_int("STREAM_TTL", 3600)
+STREAM_RECOVER_AFTER = env_float("STREAM_RECOVER_AFTER", 3.0)
 REPLY_LOCK_TTL = env_int("REPLY_LOCK_TTL", 15)
 CONTEXT_MESSAGES = env_int("CONTEXT_MESSAGES", 20)
 
