@@ -249,8 +249,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         frames = await replystream.read_frames(reply_id, after_seq)
         for frame in frames:
             await self.relay(frame)
-        if not frames and reply.is_finished and reply.final_seq > after_seq:
-            # The stream has expired; the database has the whole reply.
+        if reply.is_finished:
+            # The stream has expired, or lacks the end (Redis was away when the worker stored
+            # it): the database has the whole reply. relay() drops it if the stream had it.
             await self.relay(self.final_frame(reply))
 
     @staticmethod

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from redis.exceptions import RedisError
 
 from chat import limits, replystream, services
 from chat.markdown import render_markdown
@@ -33,6 +35,9 @@ finish_reply = database_sync_to_async(services.finish_reply)
 
 # Margin between our own deadline and Celery's soft time limit, so we end the reply cleanly.
 DEADLINE_MARGIN_SECONDS = 5
+# How long a reply's end keeps trying to reach PostgreSQL (a restart takes seconds); past
+# that, the reaper ends the reply.
+STORE_RETRY_SECONDS = 30
 
 
 class Coalescer:
@@ -121,7 +126,10 @@ class ReplyLock:
         redis = channel_redis()
         while True:
             await asyncio.sleep(self.ttl_ms / 3000)
-            await redis.eval(self.RENEW, 1, self.name, self.token, self.ttl_ms)
+            try:
+                await redis.eval(self.RENEW, 1, self.name, self.token, self.ttl_ms)
+            except (RedisError, OSError) as error:
+                logger.warning("Could not renew the lock of %s: %s", self.name, error)
 
     async def release(self) -> None:
         if self._renewer is not None:
@@ -132,12 +140,27 @@ class ReplyLock:
 
 
 async def _wait_for_cancel(reply_id: int) -> None:
-    """Return once the user has asked to stop this reply (pub/sub, with the flag as backstop)."""
+    """Return once the user has asked to stop this reply (pub/sub, with the flag as backstop).
+
+    Losing Redis is not a cancel: the watch subscribes again once Redis is back (the reply's
+    own frames fail meanwhile, and end the reply if Redis stays away).
+    """
+    while True:
+        try:
+            await _watch_for_cancel(reply_id)
+        except (RedisError, OSError) as error:
+            logger.warning("Reply %s: the cancel watch lost Redis (%s)", reply_id, error)
+            await asyncio.sleep(1)
+        else:
+            return
+
+
+async def _watch_for_cancel(reply_id: int) -> None:
     redis = channel_redis()
     pubsub = redis.pubsub()
     channel = replystream.cancel_key(reply_id)
-    await pubsub.subscribe(channel)
     try:
+        await pubsub.subscribe(channel)
         # Subscribed first, then checked: a cancel sent in between is seen either way.
         if await replystream.cancel_requested(reply_id):
             return
@@ -146,7 +169,8 @@ async def _wait_for_cancel(reply_id: int) -> None:
             if message is not None or await replystream.cancel_requested(reply_id):
                 return
     finally:
-        await pubsub.aclose()
+        with contextlib.suppress(RedisError, OSError):
+            await pubsub.aclose()
 
 
 async def _pump(source: AsyncIterator[TextDelta | Usage], queue: asyncio.Queue[object]) -> None:
@@ -225,6 +249,8 @@ class ReplyRun:
     publisher: replystream.ReplyPublisher
     provider: Provider | None
     progress: Progress = field(default_factory=Progress)
+    # Set once the final state is stored: a failure after that must not end the reply again.
+    ended: bool = False
 
     def outcome(self, status: str) -> services.ReplyOutcome:
         progress, job = self.progress, self.job
@@ -284,18 +310,41 @@ class ReplyRun:
     ) -> None:
         # The database and the quota first: a client told "done" must find the reply stored,
         # and its next message must be checked against a quota that counts this reply.
-        if not await finish_reply(self.job.reply_id, outcome):
+        if self.ended:
+            return
+        stored = await _store_final_state(self.job.reply_id, outcome)
+        self.ended = True
+        if not stored:
             return  # the reaper ended it first; it already told the clients
-        await limits.add_tokens_used(
-            self.job.user_id, outcome.prompt_tokens + outcome.completion_tokens
-        )
-        await self.publisher.publish(
-            frame_type,
-            content=outcome.content,
-            html=render_markdown(outcome.content),
-            **fields,
-        )
+        try:
+            await limits.add_tokens_used(
+                self.job.user_id, outcome.prompt_tokens + outcome.completion_tokens
+            )
+            await self.publisher.publish(
+                frame_type,
+                content=outcome.content,
+                html=render_markdown(outcome.content),
+                **fields,
+            )
+        except (RedisError, OSError) as error:
+            # Stored is what counts: a client that missed the frame resumes when Redis is
+            # back and gets the reply's end from the database.
+            logger.warning("Reply %s ended, but Redis could not take its last frame: %s",
+                           self.job.reply_id, error)  # fmt: skip
         self.observe(outcome)
+
+
+async def _store_final_state(reply_id: int, outcome: services.ReplyOutcome) -> bool:
+    """finish_reply, trying again while PostgreSQL is away (a restart), for a while."""
+    deadline = time.monotonic() + STORE_RETRY_SECONDS
+    while True:
+        try:
+            return await finish_reply(reply_id, outcome)
+        except (OperationalError, InterfaceError) as error:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("Reply %s: storing its end failed (%s); trying again", reply_id, error)
+            await asyncio.sleep(1)
 
 
 async def run_reply(reply_id: int) -> None:
@@ -310,26 +359,40 @@ async def run_reply(reply_id: int) -> None:
             return
         await _generate(job)
     finally:
-        await lock.release()
+        # With Redis away the lock cannot be released; it expires after REPLY_LOCK_TTL.
+        with contextlib.suppress(RedisError, OSError):
+            await lock.release()
 
 
 async def _generate(job: services.ReplyJob) -> None:
-    if job.attempt == 1:
-        # Nothing can have been published for a first attempt: whatever is there belongs to
-        # an older reply that had the same id (a database restored under a live Redis).
-        await replystream.discard(job.reply_id)
-    publisher = replystream.ReplyPublisher(
-        job.reply_id, job.conversation_id, await replystream.last_seq(job.reply_id)
-    )
-    if job.attempt > 1 and publisher.seq > 0:
-        # A worker died mid-reply and this is the redelivery: clients drop what they had.
-        await publisher.publish("delta", text="", reset=True)
     provider = provider_for(job.model)
-    run = ReplyRun(job, publisher, provider)
-    if provider is None:
-        await run.fail("provider_unavailable", "No provider serves this model any more.")
-        return
+    run = ReplyRun(job, replystream.ReplyPublisher(job.reply_id, job.conversation_id, 0), provider)
+    try:
+        if job.attempt == 1:
+            # Nothing can have been published for a first attempt: whatever is there belongs
+            # to an older reply that had the same id (a database restored under a live Redis).
+            await replystream.discard(job.reply_id)
+        run.publisher.seq = await replystream.last_seq(job.reply_id)
+        if job.attempt > 1 and run.publisher.seq > 0:
+            # A worker died mid-reply and this is the redelivery: clients drop what they had.
+            await run.publisher.publish("delta", text="", reset=True)
+        if provider is None:
+            await run.fail("provider_unavailable", "No provider serves this model any more.")
+            return
+        await _write_reply(run, provider)
+    except Exception:
+        # Redis or PostgreSQL failing under the reply: it must end, not stay "generating"
+        # until the reaper (the user's conversation would be busy all that time).
+        logger.exception("Reply %s failed", job.reply_id)
+        await run.fail("internal", "Something went wrong while writing the reply.")
+    finally:
+        if provider is not None:
+            await provider.aclose()
 
+
+async def _write_reply(run: ReplyRun, provider: Provider) -> None:
+    """Stream the model's reply until it ends, is stopped, or runs out of time."""
+    job, publisher = run.job, run.publisher
     deadline = max(1, settings.REPLY_SOFT_TIME_LIMIT - DEADLINE_MARGIN_SECONDS)
     streaming = asyncio.create_task(_stream_reply(provider, job, publisher, run.progress))
     cancel_watch = asyncio.create_task(_wait_for_cancel(job.reply_id))
@@ -360,7 +423,6 @@ async def _generate(job: services.ReplyJob) -> None:
         for task in (streaming, cancel_watch):
             task.cancel()
         await asyncio.gather(streaming, cancel_watch, return_exceptions=True)
-        await provider.aclose()
 
 
 async def run_reply_in_own_loop(reply_id: int) -> None:

@@ -136,37 +136,81 @@ def post_message(
     under the conversation's lock, so a re-send racing its original (on another socket, maybe
     another web host) waits for it and then finds it.
     """
-    with transaction.atomic():
-        conversation = _lock_conversation(user, conversation_id)
-        if client_message_id is not None:
-            turn = sent_turn(user, conversation_id, client_message_id, text)
-            if turn is not None:
-                return turn
-        chosen = resolve_model(model)
-        _ensure_idle(conversation)
-        message = Message.objects.create(
-            conversation=conversation,
-            role=Message.Role.USER,
-            content=text,
-            client_id=client_message_id,
-        )
-        reply = Message.objects.create(
-            conversation=conversation,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.PENDING,
-            reply_to=message,
-            model=chosen,
-        )
-        if not conversation.title:
-            conversation.title = " ".join(text.split())[:TITLE_CHARS]
-        conversation.model = chosen
-        conversation.updated_at = timezone.now()
-        conversation.save(update_fields=["title", "model", "updated_at"])
+    from chat.signals import EnqueueError
+
+    named = False
+    try:
+        with transaction.atomic():
+            conversation = _lock_conversation(user, conversation_id)
+            if client_message_id is not None:
+                turn = sent_turn(user, conversation_id, client_message_id, text)
+                if turn is not None:
+                    return turn
+            chosen = resolve_model(model)
+            _ensure_idle(conversation)
+            message = Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.USER,
+                content=text,
+                client_id=client_message_id,
+            )
+            reply = Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.ASSISTANT,
+                status=Message.Status.PENDING,
+                reply_to=message,
+                model=chosen,
+            )
+            if not conversation.title:
+                conversation.title = " ".join(text.split())[:TITLE_CHARS]
+                named = True
+            conversation.model = chosen
+            conversation.updated_at = timezone.now()
+            conversation.save(update_fields=["title", "model", "updated_at"])
+    except EnqueueError:
+        # Stored, but the broker is away and no worker will write the reply: take the message
+        # back (its reply goes with it), so `unavailable` means what it says, nothing changed,
+        # and the same send (same client_id) works once the broker is back.
+        with transaction.atomic():
+            Message.objects.filter(pk=message.pk).delete()
+            if named:
+                Conversation.objects.filter(pk=conversation.pk).update(title="")
+        raise ChatError(
+            "unavailable", "The service is having trouble; try again shortly."
+        ) from None
     return Turn(message.pk, reply.pk, text, chosen, client_message_id=client_message_id)
 
 
 def regenerate_last(user: AbstractBaseUser, conversation_id: str, model: str | None) -> Turn:
     """Supersede the last finished reply with a new placeholder for the same user message."""
+    from chat.signals import EnqueueError
+
+    try:
+        return _supersede_last_reply(user, conversation_id, model)
+    except EnqueueError as error:
+        # As in post_message: the new reply cannot be queued, so nothing may change. It goes,
+        # and the reply it superseded is live again.
+        with transaction.atomic():
+            new = Message.objects.filter(pk=error.reply_id).first()
+            if new is not None:
+                previous = (
+                    Message.objects.filter(
+                        reply_to_id=new.reply_to_id,
+                        role=Message.Role.ASSISTANT,
+                        superseded_at__isnull=False,
+                    )
+                    .order_by("-superseded_at", "-id")
+                    .first()
+                )
+                new.delete()
+                if previous is not None:
+                    Message.objects.filter(pk=previous.pk).update(superseded_at=None)
+        raise ChatError(
+            "unavailable", "The service is having trouble; try again shortly."
+        ) from None
+
+
+def _supersede_last_reply(user: AbstractBaseUser, conversation_id: str, model: str | None) -> Turn:
     from chat.signals import enqueue_generation
 
     with transaction.atomic():

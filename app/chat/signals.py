@@ -10,16 +10,32 @@ from django.dispatch import receiver
 from chat.models import Message
 
 
+class EnqueueError(Exception):
+    """The broker did not take a reply's task: no worker would ever write that reply."""
+
+    def __init__(self, reply_id: int) -> None:
+        super().__init__(f"could not queue reply {reply_id}")
+        self.reply_id = reply_id
+
+
 def enqueue_generation(reply_id: int) -> None:
     """Queue the reply for a Celery worker after commit (the worker must see the rows).
 
+    The broker failing (Redis down) raises EnqueueError out of the commit, so the caller can
+    take back what it saved instead of leaving a reply nobody writes.
     In the benchmark-only in-process mode the consumer runs the generation itself.
     """
     if settings.GENERATION_MODE != "celery":
         return
     from chat.tasks import generate_reply
 
-    generate_reply.delay_on_commit(reply_id)
+    def send() -> None:
+        try:
+            generate_reply.delay(reply_id)
+        except Exception as error:  # whatever the transport raises: kombu, redis, socket
+            raise EnqueueError(reply_id) from error
+
+    transaction.on_commit(send)
 
 
 @receiver(post_save, sender=Message, dispatch_uid="chat.enqueue_reply_for_user_message")

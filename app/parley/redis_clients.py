@@ -13,6 +13,8 @@ import weakref
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from parley.redis_retry import retry_options
+
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
     weakref.WeakKeyDictionary()
 )
@@ -28,6 +30,7 @@ def channel_redis() -> aioredis.Redis:
             socket_connect_timeout=5,
             socket_timeout=10,
             health_check_interval=30,
+            **retry_options(),
         )
         _async_clients[loop] = client
     return client

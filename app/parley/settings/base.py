@@ -17,6 +17,7 @@ from parley.env import (
     env_list,
     env_str,
 )
+from parley.redis_retry import retry_options
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -119,7 +120,8 @@ CHANNEL_LAYERS = {
         "CONFIG": {
             # redis-py 8 reads with a 5 s socket timeout by default, the same length as
             # channels-redis's blocking BZPOPMIN: an idle socket would die every 5 s.
-            "hosts": [{"address": CHANNEL_LAYER_URL, "socket_timeout": 30}],
+            # Its pool's connections retry once Redis has closed them (parley.redis_retry).
+            "hosts": [{"address": CHANNEL_LAYER_URL, "socket_timeout": 30, **retry_options()}],
             "prefix": "parley:asgi",
             # What applies is one inbox per web *process* (channels-redis keys every socket
             # of a process under one "specific.<id>!" list), not per socket: a worker with a
