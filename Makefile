@@ -77,6 +77,13 @@ test-bench: ## Benchmark smoke: the harness end to end in about a minute (assert
 test: lint test-app test-terraform test-bench molecule ## Run every test: lint, the app's suite, Terraform, the benchmark smoke, each Molecule scenario
 	@echo "make test: every check passed"
 
+# `make audit ONLY=fuzz,csrf` runs some checks (no report); FRAMES sizes the fuzz campaign.
+ONLY ?=
+FRAMES ?=
+.PHONY: audit
+audit: venv testbed ## Attack and break the local fleet (converged first if down); writes RELIABILITY.md
+	python -m audit $(if $(ONLY),--only $(ONLY)) $(if $(FRAMES),--frames $(FRAMES))
+
 .PHONY: demo
 demo: venv testbed ## Bring up the local demo host and converge it
 	ansible-playbook playbooks/demo.yml
