@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -200,3 +201,10 @@ def changed_app_copy(destination: Path) -> Path:
     with (changed / "chat" / "__init__.py").open("a") as marker:
         marker.write(f"# release marker {uuid.uuid4()}\n")
     return changed
+
+
+def django(app: Host, code: str) -> str:
+    """Run Python in the app's Django shell on an app host, as the app runs."""
+    run = app.run(f"parley-manage shell --verbosity 0 --command {shlex.quote(code)}")
+    assert run.rc == 0, run.stderr
+    return run.stdout.strip()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import changed_app_copy, host, hosts_in, run_playbook
+from conftest import changed_app_copy, django, host, hosts_in, run_playbook
 from testinfra.host import Host
 
 SITE = "chat.parley.test"
@@ -115,13 +115,6 @@ def chat(probe: Host, site: str, *messages: str, model: str = "fake-model") -> d
     )
     assert run.rc == 0, run.stderr
     return json.loads(run.stdout)
-
-
-def django(app: Host, code: str) -> str:
-    """Run Python in the app's Django shell on an app host, as the app runs."""
-    run = app.run(f"parley-manage shell --verbosity 0 --command {shlex.quote(code)}")
-    assert run.rc == 0, run.stderr
-    return run.stdout.strip()
 
 
 def test_health_endpoints_answer_through_the_web_port(probe: Host, site: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import changed_app_copy, host, run_playbook
+from conftest import changed_app_copy, django, host, run_playbook
 from testinfra.host import Host
 
 SITE = "chat.parley.test"
@@ -53,13 +53,6 @@ def chatprobe(probe: Host, root: str, *messages: str) -> dict:
     run = probe.run(f"chatprobe --base {BASE} --cafile {root} {USER} --model fake-model {sends}")
     assert run.rc == 0, run.stderr
     return json.loads(run.stdout)
-
-
-def django(web: Host, code: str) -> str:
-    """Python in the app's Django shell on a web host, as the app runs."""
-    run = web.run(f"parley-manage shell --verbosity 0 --command {shlex.quote(code)}")
-    assert run.rc == 0, run.stderr
-    return run.stdout.strip()
 
 
 def reply_status(web: Host, reply_id: int) -> str:
