@@ -43,6 +43,28 @@ NOTES = """
   every chat had a reply complete again; with a message every 4 s, a few seconds is the floor.
 - The fleet's secrets here are the scenario's test values (Ansible Vault in production); the
   secrets check greps for every one of them.
+
+## What the first runs found, and the fixes
+
+Every one of these failed a check above before it was fixed in the code (not in the check):
+
+- **Password guessing was not throttled** (`brute-force`: 30 of 30 guesses reached the app):
+  nginx rate-limited `/accounts/login/`, a page the app does not have; the app signs in at
+  `/login/` and Django's admin at `/admin/login/`. Both are limited now, with one budget
+  (commit 6650154).
+- **WebSocket handshakes got HTTP 500 at every web worker restart** (`nginx-reload`, `fuzz`):
+  each Gunicorn worker recycles after `max_requests`, and Uvicorn answered handshakes still
+  under way with 500. The worker now lets them finish and closes them with 1012 (c69f99c).
+- **Stopping Redis left replies "generating" and conversations busy** (`redis-restart`):
+  a reply whose Redis failed mid-stream was never ended (the reaper would have, 11 minutes
+  later), a lost cancel watch ended another as "cancelled", and a message sent while the
+  broker was down was stored with a reply nobody would write, though the user was told
+  `unavailable`. Now the reply ends as an error in PostgreSQL (retrying PostgreSQL for 30 s),
+  a resume gets that end from the database, and a refused send changes nothing (131d561).
+- **The first socket or message after a Redis restart or a quiet spell failed** (`fuzz`):
+  pooled Redis connections built from a URL do not retry in redis-py, and Redis closed idle
+  clients after 300 s. The app's pools retry now (131d561) and Redis keeps idle clients
+  (8f0d692).
 """
 
 SECURITY_ORDER = [

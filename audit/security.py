@@ -52,6 +52,7 @@ def reproduce(key: str) -> str:
 
 def start_testssl(fleet: Fleet) -> None:
     """testssl.sh takes minutes: it runs in the background on the probe while the rest goes on."""
+    fleet.root_pem()
     stem = f"{TESTSSL_DIR}/testssl"
     fleet.check(
         fleet.probe,
@@ -101,6 +102,7 @@ def testssl(fleet: Fleet) -> list[Check]:
 
 def tls_versions(fleet: Fleet) -> Check:
     """openssl, willing to speak anything (security level 0), gets TLS 1.2 and 1.3 only."""
+    fleet.root_pem()
     results = {}
     for version in ("tls1", "tls1_1", "tls1_2", "tls1_3"):
         cipher = "" if version == "tls1_3" else "-cipher DEFAULT@SECLEVEL=0"
@@ -122,6 +124,7 @@ def tls_versions(fleet: Fleet) -> Check:
 
 
 def sslyze(fleet: Fleet) -> Check:
+    fleet.root_pem()
     command = (
         f"docker exec {fleet.probe} sslyze --mozilla_config=intermediate "
         f"--certinfo_ca_file {PROBE_ROOT} {fleet.site}:443"
