@@ -189,6 +189,11 @@ class ResumingChat:
         self.model = model
         self.report = report
         self.pending: Reply | None = None
+        self.acknowledged = False
+
+    def started(self) -> bool:
+        """Its first message is stored (the server acknowledged it)."""
+        return self.acknowledged
 
     def uri(self) -> str:
         base = self.session.base
@@ -225,6 +230,7 @@ class ResumingChat:
         kind = message.get("type")
         if kind == "ack" and pending.reply_id is None:
             pending.reply_id = message["reply_id"]
+            self.acknowledged = True
             if message.get("duplicate"):
                 report.resent_already_stored += 1
             return
@@ -304,14 +310,26 @@ class ResumingChat:
 async def load(args: argparse.Namespace) -> LoadReport:
     session = Session(args.base, args.cafile, args.forwarded_proto)
     session.sign_in(args.user, args.password)
-    conversations = [session.new_conversation() for _ in range(args.load_chats)]
     report = LoadReport()
     text = (args.message or ["Tell me something while the fleet changes."])[0]
     deadline = time.monotonic() + args.max_seconds
-    await asyncio.gather(*(
-        ResumingChat(session, c, args.model, text, report).run(Path(args.stop), deadline)
-        for c in conversations
-    ))  # fmt: skip
+    chats: list[ResumingChat] = []
+    runs: list[asyncio.Task[None]] = []
+    for _ in range(args.load_chats):
+        # The site hands out an untouched conversation again rather than a new one, so each
+        # chat starts (its first message acknowledged) before the next is asked for.
+        conversation = await asyncio.to_thread(session.new_conversation)
+        if conversation in {chat.conversation for chat in chats}:
+            report.errors.append(f"{conversation}: handed out twice")
+            continue
+        chat = ResumingChat(session, conversation, args.model, text, report)
+        chats.append(chat)
+        runs.append(asyncio.create_task(chat.run(Path(args.stop), deadline)))
+        for _ in range(300):
+            if chat.started() or runs[-1].done():
+                break
+            await asyncio.sleep(0.1)
+    await asyncio.gather(*runs)
     return report
 
 
