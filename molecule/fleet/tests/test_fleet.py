@@ -80,6 +80,24 @@ def current_releases() -> dict[str, str]:
     }
 
 
+def slow_at_the_lb() -> str:
+    """What the lb logged about slow plain requests and errors: where a failed request went."""
+    pick = (
+        "import json, sys\n"
+        "for line in sys.stdin:\n"
+        "    entry = json.loads(line)\n"
+        "    if entry['status'] != 101 and entry['request_time'] >= 5: print(line.strip())"
+    )
+    return (
+        host("lb1")
+        .run(
+            f"python3 -c {shlex.quote(pick)} < /var/log/nginx/access.log | tail -20;"
+            " tail -20 /var/log/nginx/error.log"
+        )
+        .stdout
+    )
+
+
 class Load:
     """A bounded HTTP loop and a set of resuming chats on the probe, through nginx."""
 
@@ -196,7 +214,7 @@ def test_deploy_under_load_fails_no_request_and_loses_no_frame(
     print(f"deploy.yml took {took:.0f} s")
     after = current_releases()
     assert len(set(after.values())) == 1 and set(after.values()) != set(before.values()), after
-    assert http["requests"] > 50 and http["failures"] == [], http
+    assert http["requests"] > 50 and http["failures"] == [], (http, slow_at_the_lb())
     assert chats["replies"] > 6 and chats["errors"] == [], chats
     assert chats["gaps"] == [] and chats["duplicates"] == [] and chats["mismatches"] == [], chats
     assert chats["unacknowledged"] == 0, chats
@@ -215,7 +233,7 @@ def test_a_rolling_restart_fails_no_request(probe: Host, root: str) -> None:
     restart = run_playbook(str(PROJECT / "playbooks" / "restart.yml"))
     http, chats = load.stop()
     assert restart.rc == 0, restart.failed_tasks or restart.output[-3000:]
-    assert http["requests"] > 50 and http["failures"] == [], http
+    assert http["requests"] > 50 and http["failures"] == [], (http, slow_at_the_lb())
     assert chats["gaps"] == [] and chats["duplicates"] == [] and chats["mismatches"] == [], chats
     for name, pid in pids.items():
         now = host(name).check_output("systemctl show --property MainPID --value parley-web")
@@ -252,7 +270,7 @@ def test_traffic_goes_on_without_web1(probe: Host, root: str, web1_stopped: None
     subprocess.run(["docker", "stop", "-t", "30", "web1"], check=True, capture_output=True)
     time.sleep(20)
     http, chats = load.stop()
-    assert http["requests"] > 50 and http["failures"] == [], http
+    assert http["requests"] > 50 and http["failures"] == [], (http, slow_at_the_lb())
     assert chats["errors"] == [] and chats["gaps"] == [] and chats["mismatches"] == [], chats
     assert chats["complete"] > 4, chats
     logs = host("lb1").check_output("tail -n 400 /var/log/nginx/access.log")

@@ -20,6 +20,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+# A request slower than this is listed (with when it began) even when it succeeds.
+SLOW_SECONDS = 5.0
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,13 +50,15 @@ def main() -> int:
         ),
     )
     started = time.monotonic()
-    done, failures = 0, []
+    started_wall = time.time()
+    done, failures, slow = 0, [], []
     statuses: dict[str, int] = {}
     while done < args.max_requests and time.monotonic() - started < args.max_seconds:
         if Path(args.stop).exists():
             break
         url = args.url[done % len(args.url)]
         request = urllib.request.Request(url, headers=headers)
+        began = time.monotonic()
         try:
             with opener.open(request, timeout=30) as response:
                 status = response.status
@@ -61,9 +66,18 @@ def main() -> int:
             status = error.code
         except OSError as error:
             failures.append(
-                {"at": round(time.monotonic() - started, 3), "url": url, "error": repr(error)}
+                {
+                    "at": round(time.monotonic() - started, 3),
+                    "began": round(began - started, 3),
+                    "url": url,
+                    "error": repr(error),
+                }
             )
             status = 0
+        if time.monotonic() - began > SLOW_SECONDS:
+            slow.append(
+                {"began": round(began - started, 3), "seconds": round(time.monotonic() - began, 3)}
+            )
         done += 1
         statuses[str(status)] = statuses.get(str(status), 0) + 1
         if status and status not in expected:
@@ -75,6 +89,9 @@ def main() -> int:
         "seconds": round(time.monotonic() - started, 3),
         "statuses": statuses,
         "failures": failures,
+        "slow": slow[:50],
+        # When the loop began, so a failure's time can be found in the servers' logs.
+        "started_at": started_wall,
     }
     Path(args.out).write_text(json.dumps(report))
     return 0
