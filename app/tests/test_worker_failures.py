@@ -110,6 +110,9 @@ def test_hanging_provider_times_out(chat: ChatSocket) -> None:
     assert error["type"] == "error"
     assert error["code"] == "timeout"
     assert Message.objects.get(pk=ack["reply_id"]).status == Message.Status.ERROR
+    # Not retried: a model that took the request and went silent keeps the person waiting
+    # LLM_TIMEOUT once, not once per retry.
+    assert len(fake_llm_request("GET", "/_fakellm/requests")) == 1
 
 
 def test_disconnect_mid_stream_keeps_the_partial_reply(chat: ChatSocket) -> None:

@@ -122,6 +122,11 @@ class OpenAICompatibleProvider:
             return ProviderError(
                 "stream_interrupted", "The connection to the model broke mid-reply."
             )
+        if _read_timed_out(error):
+            # Connected, asked, and nothing came back for LLM_TIMEOUT: the endpoint is up but
+            # stuck or swamped. Each retry would keep the person waiting as long again (the
+            # audit's hanging model took four minutes to end with three retries).
+            return ProviderError("timeout", "The model endpoint did not answer in time.")
         if isinstance(error, openai.APIStatusError) and not isinstance(error, _RETRYABLE):
             return ProviderError(
                 "provider_rejected",
@@ -163,3 +168,12 @@ class OpenAICompatibleProvider:
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def _read_timed_out(error: BaseException) -> bool:
+    """The endpoint took the request and then sent nothing for LLM_TIMEOUT (before the
+    response began, which the SDK wraps, or while it streamed, which it does not). Matched by
+    name: the SDK's HTTP library is httpx or its fork, whose timeouts are distinct classes."""
+    names = {type(error).__name__, type(error.__cause__).__name__}
+    timed_out = isinstance(error, openai.APITimeoutError) or "ReadTimeout" in names
+    return timed_out and "ConnectTimeout" not in names
