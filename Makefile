@@ -90,4 +90,4 @@ demo: venv testbed ## Bring up the local demo host and converge it
 
 .PHONY: demo-down
 demo-down: venv ## Remove the local demo containers
-	ansible-playbook playbooks/demo.yml --tags down --limit localhost
+	ansible-playbook playbooks/demo.yml --tags down
