@@ -61,6 +61,10 @@ Every one of these failed a check above before it was fixed in the code (not in 
   broker was down was stored with a reply nobody would write, though the user was told
   `unavailable`. Now the reply ends as an error in PostgreSQL (retrying PostgreSQL for 30 s),
   a resume gets that end from the database, and a refused send changes nothing (131d561).
+- **A model that hung kept the person waiting four minutes** (`llm`: the `[fakellm:hang]`
+  reply ended as `timeout` after 243 s): a read timeout before the first token was retried
+  three times, `PARLEY_LLM_TIMEOUT` (60 s) each. A model that took the request and went silent
+  is not retried now; the reply ends after one timeout (94f69d6).
 - **The first socket or message after a Redis restart or a quiet spell failed** (`fuzz`):
   pooled Redis connections built from a URL do not retry in redis-py, and Redis closed idle
   clients after 300 s. The app's pools retry now (131d561) and Redis keeps idle clients
