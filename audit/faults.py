@@ -156,7 +156,8 @@ FAULTS = [
             {"prompt": "[fakellm:429]", "count": 2, "expect": "provider_unavailable"},
             {"prompt": "[fakellm:429x2]", "count": 2, "expect": "complete"},
             {"prompt": "[fakellm:500]", "count": 2, "expect": "provider_unavailable"},
-            {"prompt": "[fakellm:hang]", "count": 1, "expect": "timeout"},
+            # One PARLEY_LLM_TIMEOUT (60 s) and no retry: the person is not kept waiting.
+            {"prompt": "[fakellm:hang]", "count": 1, "expect": "timeout", "within": 90},
             {"prompt": "[fakellm:disconnect-after=5 tokens=40]", "count": 2,
              "expect": "stream_interrupted"},
         ],
@@ -328,6 +329,12 @@ def judge(  # noqa: PLR0913  (a fault, what the clients saw, and when)
         if len(got) != spec["count"] or set(got) != {spec["expect"]}:
             marked_wrong.append(
                 f"{spec['prompt']}: ended {got}, expected {spec['count']} x {spec['expect']}"
+            )
+        took = [m["ended_at"] - m["sent_at"] for m in messages if m["chat"] == number
+                and m["ended_at"]]  # fmt: skip
+        if "within" in spec and any(seconds > spec["within"] for seconds in took):
+            marked_wrong.append(
+                f"{spec['prompt']}: ended after {max(took):.0f} s, more than {spec['within']} s"
             )
     reconnects = sum(c["reconnects"] for c in load["chats"])
     close_codes: Counter[str] = Counter()
