@@ -5,8 +5,11 @@ hosts, if the inventory's hosts are bare) and a re-run that must change nothing.
 
 Both runs use the repository's ansible.cfg and pinned Ansible (.venv), with the profile_tasks
 callback; this parses each run's PLAY RECAP (changes per host) and profile (slowest tasks),
-and writes deploy-<date>.json and .md. Exit status: non-zero when a run fails or the re-run
-changes anything, since then the figure is not a no-op re-run.
+then runs the floor beside them: one `ping` per task each host ran in the re-run, same
+inventory and connection, so the re-run is reported as a ratio to what merely reaching the
+hosts that often costs on this machine. Writes deploy-<date>.json and .md. Exit status:
+non-zero when a run fails or the re-run changes anything, since then the figure is not a
+no-op re-run.
 """
 
 from __future__ import annotations
@@ -109,11 +112,37 @@ def run_playbook(label: str, command: list[str], log_path: Path) -> PlaybookRun:
     )
 
 
-def markdown(converge: PlaybookRun, rerun: PlaybookRun, inventory: str) -> str:
+def floor_playbook(rerun: PlaybookRun) -> str:
+    """The baseline run beside the re-run: every host of its recap runs as many `ping` tasks
+    as it had tasks run (`ok`), over the same inventory and connection: what the re-run would
+    cost if each task did nothing but reach its host and come back."""
+    counts = {host: counts.get("ok", 0) for host, counts in rerun.hosts.items()}
+    tasks = [
+        {
+            "name": f"Reach the host ({number})",
+            "ansible.builtin.ping": None,
+            "when": f"{number} < deploy_floor_counts[inventory_hostname]",
+        }
+        for number in range(max(counts.values(), default=0))
+    ]
+    play = {
+        "name": "The floor: one ping per task the re-run ran",
+        "hosts": ":".join(counts) or "all",
+        "gather_facts": False,
+        "vars": {"deploy_floor_counts": counts},
+        "tasks": tasks,
+    }
+    return json.dumps([play], indent=1)
+
+
+def markdown(
+    converge: PlaybookRun, rerun: PlaybookRun, inventory: str, floor: PlaybookRun | None = None
+) -> str:
     hosts = len(rerun.hosts)
     rows = [
         f"| {run.label} | {run.wall_seconds:.1f} | {run.changed} | {run.failed} | {hosts} |"
-        for run in (converge, rerun)
+        for run in (converge, rerun, floor)
+        if run is not None
     ]
     slowest = "\n".join(f"| {task} | {seconds:.2f} |" for task, seconds in rerun.slowest_tasks[:10])
     share = sum(seconds for _task, seconds in rerun.slowest_tasks[:10])
@@ -124,6 +153,12 @@ def markdown(converge: PlaybookRun, rerun: PlaybookRun, inventory: str) -> str:
         + "\n\nSlowest tasks of the no-op re-run (profile_tasks):\n\n| task | s |\n|---|---|\n"
         + slowest
         + f"\n\nThose ten tasks: {share:.1f} s of the re-run's {rerun.wall_seconds:.1f} s.\n"
+        + (
+            f"\nRe-run ÷ floor (one `ping` per task each host ran, same run): "
+            f"**{rerun.wall_seconds / floor.wall_seconds:.2f}**.\n"
+            if floor is not None and floor.wall_seconds > 0
+            else ""
+        )
     )
 
 
@@ -161,20 +196,31 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     converge = run_playbook("converge", command, args.out / f"deploy-{stamp}-converge.log")
     rerun = run_playbook("no-op re-run", command, args.out / f"deploy-{stamp}-rerun.log")
+    floor_path = args.out / f"deploy-{stamp}-floor.yml"
+    floor_path.write_text(floor_playbook(rerun))
+    floor = run_playbook(
+        "floor (ping)",
+        [str(playbook_bin), "-i", inventory, str(floor_path), *extra],
+        args.out / f"deploy-{stamp}-floor.log",
+    )
     result = {
         "date": stamp,
         "inventory": args.inventory,
         "playbook": args.playbook,
         "load_average": os.getloadavg(),
         "runs": [asdict(converge), asdict(rerun)],
+        "floor": asdict(floor),
         "rerun_changed": rerun.changed,
         "rerun_wall_seconds": rerun.wall_seconds,
+        "rerun_over_floor": round(rerun.wall_seconds / floor.wall_seconds, 2)
+        if floor.wall_seconds
+        else None,
     }
     (args.out / f"deploy-{stamp}.json").write_text(json.dumps(result, indent=1))
-    (args.out / f"deploy-{stamp}.md").write_text(markdown(converge, rerun, args.inventory))
-    print(markdown(converge, rerun, args.inventory))
+    (args.out / f"deploy-{stamp}.md").write_text(markdown(converge, rerun, args.inventory, floor))
+    print(markdown(converge, rerun, args.inventory, floor))
     problems = []
-    for run in (converge, rerun):
+    for run in (converge, rerun, floor):
         if run.returncode != 0 or run.failed:
             problems.append(f"{run.label} failed (exit {run.returncode}); see {run.log}")
         if not run.hosts:

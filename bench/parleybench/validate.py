@@ -137,4 +137,8 @@ def check_deploy_cost() -> list[str]:
         problems.append(f"deploy-cost: the re-run recap is wrong: {rerun['hosts']}")
     if not rerun["slowest_tasks"]:
         problems.append("deploy-cost: no profile_tasks lines parsed")
+    if result["floor"]["hosts"].get("localhost", {}).get("ok") != rerun["hosts"]["localhost"]["ok"]:
+        problems.append(f"deploy-cost: the floor ran other tasks: {result['floor']['hosts']}")
+    if not result["rerun_over_floor"]:
+        problems.append("deploy-cost: no re-run ÷ floor ratio")
     return problems
