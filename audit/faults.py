@@ -323,6 +323,11 @@ def judge(  # noqa: PLR0913  (a fault, what the clients saw, and when)
                       and m["status"] == "complete" and m["ended_at"] >= cleared]  # fmt: skip
         firsts.append(min(ends_after) if ends_after else None)
     recovery = None if None in firsts else max(firsts) - cleared  # type: ignore[type-var]
+    durations = {
+        spec["prompt"]: [round(m["ended_at"] - m["sent_at"], 1) for m in messages
+                         if m["chat"] == number and m["ended_at"]]
+        for number, spec in enumerate(fault.marked, start=len(LOAD_USERS))
+    }  # fmt: skip
     marked_wrong = []
     for number, spec in enumerate(fault.marked, start=len(LOAD_USERS)):
         got = [m["code"] or m["status"] for m in messages if m["chat"] == number and m["status"]]
@@ -330,8 +335,7 @@ def judge(  # noqa: PLR0913  (a fault, what the clients saw, and when)
             marked_wrong.append(
                 f"{spec['prompt']}: ended {got}, expected {spec['count']} x {spec['expect']}"
             )
-        took = [m["ended_at"] - m["sent_at"] for m in messages if m["chat"] == number
-                and m["ended_at"]]  # fmt: skip
+        took = durations[spec["prompt"]]
         if "within" in spec and any(seconds > spec["within"] for seconds in took):
             marked_wrong.append(
                 f"{spec['prompt']}: ended after {max(took):.0f} s, more than {spec['within']} s"
@@ -340,11 +344,6 @@ def judge(  # noqa: PLR0913  (a fault, what the clients saw, and when)
     close_codes: Counter[str] = Counter()
     for chat in load["chats"]:
         close_codes.update(chat["close_codes"])
-    durations = {
-        spec["prompt"]: [round(m["ended_at"] - m["sent_at"], 1) for m in messages
-                         if m["chat"] == number and m["ended_at"]]
-        for number, spec in enumerate(fault.marked, start=len(LOAD_USERS))
-    }  # fmt: skip
     figure = (
         f"{len(messages)} messages from {len(chats)} chats: {len(acked)} acknowledged, "
         f"{sum(refused.values())} refused {dict(refused) if refused else ''}, "
