@@ -129,7 +129,7 @@ def check_deploy_cost() -> list[str]:
         )
         if completed.returncode != 0:
             return [f"deploy-cost failed: {completed.stdout[-2000:]}{completed.stderr[-2000:]}"]
-        result = json.loads(next(out.glob("deploy-*.json")).read_text())
+        result = json.loads(next(out.glob("deploy-*Z.json")).read_text())  # not the floor playbook
     converge, rerun = result["runs"]
     if sum(host.get("changed", 0) for host in converge["hosts"].values()) < 1:
         problems.append(f"deploy-cost: the converge recap shows no change: {converge['hosts']}")
