@@ -16,9 +16,11 @@ APP_DIR = Path(__file__).resolve().parent.parent
 ARTIFACTS = APP_DIR / ".artifacts"
 VENV_BIN = Path(sys.executable).parent
 
-WEB_PORT = 58000
-FAKELLM_PORT = 58100
-WORKER_METRICS_PORT = 58009
+# Below Linux's ephemeral range (32768-60999): an outgoing connection of the suite (to
+# PostgreSQL, Redis, a server) never holds one of them when a server binds it.
+WEB_PORT = 28000
+FAKELLM_PORT = 28100
+WORKER_METRICS_PORT = 28009
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> object:

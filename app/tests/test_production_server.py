@@ -22,8 +22,8 @@ from django.conf import settings
 from tests.chatclient import ChatSocket, assert_contiguous, delta_text
 from tests.processes import APP_DIR, Process, start_web, wait_until
 
-PORT = 58001
-REDIS_PORT = 58379
+PORT = 28001
+REDIS_PORT = 28379
 PASSWORD = "prod-test-password"
 
 

@@ -20,9 +20,9 @@ from chat.models import Message
 from tests.chatclient import ChatSocket
 from tests.processes import Process, start_web, start_worker, wait_until
 
-PORT = 58002
+PORT = 28002
 PASSWORD = "outage-test-password"
-PORTS = {"broker": 58382, "layer": 58383}
+PORTS = {"broker": 28382, "layer": 28383}
 # The production ACL (app/README.md): the broker's user also pattern-subscribes to the
 # fanout channels of remote control and worker events.
 ACL = {

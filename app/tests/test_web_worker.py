@@ -1,6 +1,8 @@
-"""The web worker's shutdown, against a real Gunicorn: a WebSocket handshake under way when
-the worker stops (a restart, a deploy, `max_requests` recycling) must end as an open socket
-closed with 1012, which the page reconnects after, never as an HTTP 500."""
+"""The web worker's shutdown, against a real Gunicorn. When a worker stops (a restart, a
+deploy, `max_requests` recycling), a request nginx sends on a connection it kept alive must
+be answered (with `Connection: close`), never met by a closing socket; and a WebSocket
+handshake under way must end as an open socket closed with 1012, which the page reconnects
+after, never as an HTTP 500."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,32 +36,111 @@ def answers(port: int) -> bool:
         return False
 
 
+class Gunicorn:
+    def __init__(self, tmp_path: Path, drain_ms: int) -> None:
+        self.port = free_port()
+        empty_config = tmp_path / "gunicorn.conf.py"
+        empty_config.write_text("")
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log = (ARTIFACTS / "web-worker-shutdown.log").open("ab")
+        self.process = subprocess.Popen(
+            [str(VENV_BIN / "gunicorn"), "-c", str(empty_config), "-k",
+             "parley.web_worker.DrainingUvicornWorker", "-w", "1", "-b", f"127.0.0.1:{self.port}",
+             "--graceful-timeout", "30", "tests.slow_websocket_app:app"],
+            cwd=APP_DIR, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "PARLEY_SHUTDOWN_DRAIN_MS": str(drain_ms)},
+        )  # fmt: skip
+        wait_until(lambda: answers(self.port), 30, "the test server")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self.log.close()
+
+
 @pytest.fixture
-def slow_handshake_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    empty_config = tmp_path / "gunicorn.conf.py"
-    empty_config.write_text("")
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = (ARTIFACTS / "web-worker-shutdown.log").open("ab")
-    server = subprocess.Popen(
-        [str(VENV_BIN / "gunicorn"), "-c", str(empty_config), "-k",
-         "parley.web_worker.DrainingUvicornWorker", "-w", "1", "-b", f"127.0.0.1:{port}",
-         "--graceful-timeout", "20", "tests.slow_websocket_app:app"],
-        cwd=APP_DIR, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "PARLEY_SHUTDOWN_DRAIN_MS": "100"},
-    )  # fmt: skip
-    wait_until(lambda: answers(port), 30, "the test server")
-    yield server, port
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGKILL)
-    server.wait(10)
-    log.close()
+def start_gunicorn(tmp_path: Path) -> Iterator[Callable[[int], Gunicorn]]:
+    started: list[Gunicorn] = []
+
+    def start(drain_ms: int) -> Gunicorn:
+        started.append(Gunicorn(tmp_path, drain_ms))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def get(conn: socket.socket) -> tuple[bytes, bytes]:
+    """One keep-alive GET on an open connection: its status line and its headers, lowercased."""
+    conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    received = b""
+    while not received.endswith(b"\r\n0\r\n\r\n"):  # the chunked body's end
+        chunk = conn.recv(4096)
+        assert chunk, f"the connection closed instead of answering: {received!r}"
+        received += chunk
+    head = received.partition(b"\r\n\r\n")[0].lower()
+    return head.split(b"\r\n", 1)[0], head
+
+
+def test_a_request_on_a_kept_alive_connection_while_the_worker_stops_is_answered(
+    start_gunicorn: Callable[[int], Gunicorn],
+) -> None:
+    server = start_gunicorn(3000)
+    conn = socket.create_connection(("127.0.0.1", server.port), 10)
+    assert get(conn)[0] == b"http/1.1 200 ok"
+    server.process.send_signal(signal.SIGTERM)
+    # Ask again every 100 ms, as nginx reuses a pooled connection: each request is answered
+    # until one answer says the connection closes; then the worker closes it.
+    began = time.monotonic()
+    while True:
+        status, head = get(conn)
+        assert status == b"http/1.1 200 ok", head
+        if b"connection: close" in head:
+            break
+        assert time.monotonic() - began < 2.5, "no Connection: close while the worker drains"
+        time.sleep(0.1)
+    conn.settimeout(5)
+    assert conn.recv(64) == b""
+    conn.close()
+    assert server.process.wait(10) == 0
+
+
+def test_the_drain_ends_once_the_peers_have_closed_their_connections(
+    start_gunicorn: Callable[[int], Gunicorn],
+) -> None:
+    server = start_gunicorn(20_000)
+    conn = socket.create_connection(("127.0.0.1", server.port), 10)
+    assert get(conn)[0] == b"http/1.1 200 ok"
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    conn.close()
+    began = time.monotonic()
+    assert server.process.wait(10) == 0
+    assert time.monotonic() - began < 5
+
+
+def test_an_idle_connection_is_closed_by_the_worker_once_the_drain_is_over(
+    start_gunicorn: Callable[[int], Gunicorn],
+) -> None:
+    server = start_gunicorn(1500)
+    conn = socket.create_connection(("127.0.0.1", server.port), 10)
+    assert get(conn)[0] == b"http/1.1 200 ok"
+    server.process.send_signal(signal.SIGTERM)
+    began = time.monotonic()
+    conn.settimeout(10)
+    assert conn.recv(64) == b""
+    assert 1.2 < time.monotonic() - began < 5
+    conn.close()
+    assert server.process.wait(10) == 0
 
 
 def test_a_handshake_under_way_at_shutdown_opens_then_closes_with_1012(
-    slow_handshake_server: tuple[subprocess.Popen[bytes], int],
+    start_gunicorn: Callable[[int], Gunicorn],
 ) -> None:
-    server, port = slow_handshake_server
+    gunicorn = start_gunicorn(100)
+    server, port = gunicorn.process, gunicorn.port
     conn = socket.create_connection(("127.0.0.1", port), 10)
     key = base64.b64encode(os.urandom(16)).decode()
     conn.sendall(

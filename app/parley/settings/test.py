@@ -2,7 +2,7 @@
 
 Defaults for the test environment are filled in here, before base.py reads them: the URLs of
 the local PostgreSQL and Redis that `scripts/services.sh up test` started (it writes them to
-.state/test.env) and the fake LLM server the tests run on port 58100. Anything already set in
+.state/test.env) and the fake LLM server the tests run on port 28100. Anything already set in
 the environment wins.
 """
 
@@ -17,7 +17,7 @@ if _STATE_ENV.exists():
             os.environ.setdefault(_name, _value)
 
 TEST_DEFAULTS = {
-    "PARLEY_LLM_BASE_URL": "http://127.0.0.1:58100/v1",
+    "PARLEY_LLM_BASE_URL": "http://127.0.0.1:28100/v1",
     "PARLEY_LLM_MODELS": "fake-model",
     "PARLEY_LLM_PROVIDER_LABEL": "fakellm",
     "PARLEY_DEMO_PROVIDER": "true",
@@ -28,7 +28,7 @@ TEST_DEFAULTS = {
     "PARLEY_REPLY_LOCK_TTL": "3",
     "PARLEY_STREAM_RECOVER_AFTER": "1",
     "PARLEY_DEMO_TOKEN_DELAY_MS": "10",
-    "PARLEY_WORKER_METRICS_BIND": "127.0.0.1:58009",
+    "PARLEY_WORKER_METRICS_BIND": "127.0.0.1:28009",
 }
 for _name, _value in TEST_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
