@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from chat import limits, replystream, services
 from chat.generation import run_reply
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 # Close codes for refused sockets: before accept() the browser sees an HTTP 403 either way.
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
+# Seconds a refused handshake asks the client to wait (Retry-After) while Redis is away.
+UNAVAILABLE_RETRY_AFTER = 5
 TURN_EVENT = "turn.frame"
 # A silent reply is looked up again after STREAM_RECOVER_AFTER seconds, then after twice as
 # long each time nothing new turns up (a model thinking, a reply queued), up to this.
@@ -97,12 +100,38 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.silent: dict[int, tuple[float, float]] = {}
         self.group = conversation_group(self.conversation_id)
         # Join the group before reading any stream, so no live frame can fall in between.
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        try:
+            await self.channel_layer.group_add(self.group, self.channel_name)
+        except (RedisError, OSError) as error:
+            logger.warning("socket refused: the channel layer is unavailable (%s)", error)
+            await self.refuse_unavailable()
+            return
         await self.accept()
         self.accepted = True
         metrics.OPEN_SOCKETS.inc()
         for reply_id, after_seq in _parse_resume(self.scope.get("query_string", b"")).items():
             await self.catch_up(reply_id, after_seq)
+
+    async def refuse_unavailable(self) -> None:
+        """Answer the handshake 503 with Retry-After where the server lets the app write its own
+        response to a handshake (the ASGI denial response; Uvicorn does), not the 500 an
+        exception gives: the outage is ours and short, and the page simply reconnects."""
+        if "websocket.http.response" not in self.scope.get("extensions", {}):
+            await self.close()
+            return
+        body = b"The chat service is unavailable for a moment; the page reconnects by itself.\n"
+        await self.base_send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(UNAVAILABLE_RETRY_AFTER).encode()),
+                ],
+            }
+        )
+        await self.base_send({"type": "websocket.http.response.body", "body": body})
 
     async def disconnect(self, code: int) -> None:
         if self.watchdog is not None:

@@ -1,7 +1,8 @@
-"""Redis going away under a running service: a message sent while the broker is down changes
-nothing and is refused with `unavailable`; a reply whose channel layer goes mid-stream ends as
-an error in PostgreSQL (never "generating", never "cancelled"), and a client that comes back
-gets that end. Found by the fleet audit (`make audit`, fault `redis-restart`).
+"""Redis going away under a running service: a socket opened while the channel layer is down
+is refused with HTTP 503 (not 500) and opens once it is back; a message sent while the broker
+is down changes nothing and is refused with `unavailable`; a reply whose channel layer goes
+mid-stream ends as an error in PostgreSQL (never "generating", never "cancelled"), and a client
+that comes back gets that end. Found by the fleet audit (`make audit`, fault `redis-restart`).
 
 This module's web server and worker get a broker and a channel layer of their own (two
 Redis instances), so stopping them disturbs no other test.
@@ -9,6 +10,9 @@ Redis instances), so stopping them disturbs no other test.
 
 from __future__ import annotations
 
+import base64
+import os
+import socket as sockets
 import time
 import uuid
 from collections.abc import Iterator
@@ -90,6 +94,40 @@ def socket_for(conversation: object, cookie: str, query: str = "") -> ChatSocket
     return ChatSocket(
         conversation, cookie, origin=f"http://127.0.0.1:{PORT}", port=PORT, query=query
     )
+
+
+def handshake_head(conversation_id: object, cookie: str) -> bytes:
+    """The HTTP answer to a WebSocket handshake, lowercased, up to its blank line."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    with sockets.create_connection(("127.0.0.1", PORT), 30) as conn:
+        conn.sendall(
+            f"GET /ws/chat/{conversation_id}/ HTTP/1.1\r\nHost: 127.0.0.1:{PORT}\r\n"
+            f"Origin: http://127.0.0.1:{PORT}\r\nCookie: sessionid={cookie}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+    return received.partition(b"\r\n\r\n")[0].lower()
+
+
+def test_a_socket_opened_while_the_channel_layer_is_down_is_refused_503_then_opens(
+    outage_stack: None, redises: dict[str, PrivateRedis], transactional_db: None,
+    conversation, cookie,
+) -> None:  # fmt: skip
+    try:
+        redises["layer"].stop()
+        head = handshake_head(conversation.id, cookie)
+        assert head.startswith(b"http/1.1 503 "), head
+        assert b"\r\nretry-after: 5" in head, head
+    finally:
+        if not redises["layer"].running():
+            redises["layer"].start()
+    assert handshake_head(conversation.id, cookie).startswith(b"http/1.1 101 "), "not back"
 
 
 def test_a_send_while_the_broker_is_down_changes_nothing_and_works_once_it_is_back(
