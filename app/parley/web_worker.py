@@ -7,14 +7,15 @@ retries a failed request only on *another* server: with a single web host left (
 stopped or being deployed), that request is a 502. This happens at every restart and at every
 `max_requests` recycling, under load many times an hour.
 
-So a stopping worker closes no idle connection itself for up to PARLEY_SHUTDOWN_DRAIN_MS: it
-stops accepting, answers any request that still arrives on a connection it holds with
-`Connection: close` (nginx then drops that connection from its pool), and waits until its peers
-have closed them. nginx closes idle upstream connections after its own `keepalive_timeout`
-(4 s in roles/nginx), so a drain a little longer than that ends with nothing left to race;
-without traffic the drain ends as soon as the last connection is gone. Connections still in
-the kernel's queue were never accepted by this worker and go to the next one on the same
-(systemd-held) socket.
+So a stopping worker first drains, for at most PARLEY_SHUTDOWN_DRAIN_MS: it goes on accepting
+and serving, but every response now says `Connection: close`, so nginx drops each connection
+after its next request instead of pooling it, and the idle ones it does not use it closes
+itself after its upstream `keepalive_timeout` (4 s in roles/nginx, below the drain). The
+drain ends early once no HTTP connection is left (at once on an idle server). Only then does
+the worker stop accepting; it gives requests on connections accepted in that last instant
+half a second to arrive, and closes what is left. It keeps accepting while it drains because
+Gunicorn starts its replacement only when it exits: two workers recycling together (their
+`max_requests` fall close) would otherwise leave no one accepting for the whole drain.
 
 WebSockets need one more wait. Uvicorn's shutdown answers a handshake the app has not decided
 yet (the consumer is still checking the session and the conversation) with HTTP 500; only
@@ -38,25 +39,30 @@ from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 DRAIN_SECONDS = int(os.environ.get("PARLEY_SHUTDOWN_DRAIN_MS", "5000")) / 1000
+# A request on a connection accepted just before the worker stopped accepting is on its way.
+LATE_REQUEST_SECONDS = 0.5
 HANDSHAKE_WAIT_SECONDS = 10.0
 POLL_SECONDS = 0.05
 
 
 class DrainingHttpProtocol(HttpToolsProtocol):
-    """Uvicorn's httptools protocol, except that once `draining` is set every response it
-    sends asks the peer to close the connection."""
+    """Uvicorn's httptools protocol, except that once the worker drains every response asks
+    the peer to close the connection. `draining` is per process: a worker runs one server."""
 
     draining = False
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        if self.draining and self.cycle is not None:
+        if DrainingHttpProtocol.draining and self.cycle is not None:
             self.cycle.keep_alive = False
 
-    def begin_drain(self) -> None:
-        self.draining = True
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.keep_alive = False
+    @classmethod
+    def begin_drain(cls, connections: set[Any]) -> None:
+        cls.draining = True
+        for connection in list(connections):
+            cycle = getattr(connection, "cycle", None)
+            if isinstance(connection, cls) and cycle is not None and not cycle.response_complete:
+                cycle.keep_alive = False
 
 
 def handshake_under_way(connection: object) -> bool:
@@ -75,14 +81,13 @@ def handshake_under_way(connection: object) -> bool:
 
 class DrainingServer(Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        DrainingHttpProtocol.begin_drain(self.server_state.connections)
+        await self._wait_while(self._http_connections_open, DRAIN_SECONDS)
         for server in self.servers:
             server.close()
         for sock in sockets or []:
             sock.close()
-        for connection in list(self.server_state.connections):
-            if isinstance(connection, DrainingHttpProtocol):
-                connection.begin_drain()
-        await self._wait_while(self._http_connections_open, DRAIN_SECONDS)
+        await self._wait_while(self._http_connections_open, LATE_REQUEST_SECONDS)
         await self._wait_while(self._handshakes_under_way, HANDSHAKE_WAIT_SECONDS)
         await super().shutdown()
 

@@ -290,8 +290,7 @@ def test_the_chat_page_in_chromium(probe: Host, root: str) -> None:
     pem = ARTIFACTS / "pebble-root.pem"
     pem.write_text(probe.file(root).content_string)
     python = PROJECT / "app" / ".venv" / "bin" / "python"
-    if not python.exists():
-        subprocess.run(["make", "-C", str(PROJECT / "app"), "venv"], check=True)
+    subprocess.run(["make", "-C", str(PROJECT / "app"), "browser"], check=True)
     run = subprocess.run(
         [str(python), str(SCENARIO / "tests" / "browser.py"), "--base", BASE, "--address", lb1,
          "--root", str(pem), "--user", VARS["app_admin_username"],
