@@ -8,7 +8,9 @@ stopped or being deployed), that request is a 502. This happens at every restart
 `max_requests` recycling, under load many times an hour.
 
 So a stopping worker first drains, for at most PARLEY_SHUTDOWN_DRAIN_MS: it goes on accepting
-and serving, but every response now says `Connection: close`, so nginx drops each connection
+and serving (but answers a WebSocket handshake 503, since it would close that socket within
+seconds: the client tries again and reaches a worker that stays), and every response now
+says `Connection: close`, so nginx drops each connection
 after its next request instead of pooling it, and the idle ones it does not use it closes
 itself after its upstream `keepalive_timeout` (4 s in roles/nginx, below the drain). The
 drain ends early once no HTTP connection is left (at once on an idle server). Only then does
@@ -43,6 +45,12 @@ DRAIN_SECONDS = int(os.environ.get("PARLEY_SHUTDOWN_DRAIN_MS", "5000")) / 1000
 LATE_REQUEST_SECONDS = 0.5
 HANDSHAKE_WAIT_SECONDS = 10.0
 POLL_SECONDS = 0.05
+_REFUSED_BODY = b"This server process is stopping; connect again.\n"
+REFUSED_UPGRADE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: %d\r\nretry-after: 1\r\nconnection: close\r\n\r\n%s"
+    % (len(_REFUSED_BODY), _REFUSED_BODY)
+)
 
 
 class DrainingHttpProtocol(HttpToolsProtocol):
@@ -55,6 +63,15 @@ class DrainingHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if DrainingHttpProtocol.draining and self.cycle is not None:
             self.cycle.keep_alive = False
+
+    def handle_websocket_upgrade(self) -> None:
+        if not DrainingHttpProtocol.draining:
+            super().handle_websocket_upgrade()
+            return
+        # A socket opened now would be closed (1012) within seconds: refuse it instead, so the
+        # client's next try reaches a worker that stays.
+        self.transport.write(REFUSED_UPGRADE)
+        self.transport.close()
 
     @classmethod
     def begin_drain(cls, connections: set[Any]) -> None:

@@ -1,8 +1,9 @@
 """The web worker's shutdown, against a real Gunicorn. When a worker stops (a restart, a
 deploy, `max_requests` recycling), a request nginx sends on a connection it kept alive must
 be answered (with `Connection: close`), never met by a closing socket; new connections are
-still accepted while it drains; and a WebSocket handshake under way must end as an open socket
-closed with 1012, which the page reconnects after, never as an HTTP 500."""
+still accepted while it drains, except WebSocket handshakes (503); and a handshake under way
+must end as an open socket closed with 1012, which the page reconnects after, never as an
+HTTP 500."""
 
 from __future__ import annotations
 
@@ -123,6 +124,32 @@ def test_a_stopping_worker_goes_on_accepting_while_it_drains(
     status, head = get(fresh)
     assert status == b"http/1.1 200 ok" and b"connection: close" in head, head
     assert time.monotonic() - began < 1
+    for conn in (fresh, held):
+        conn.close()
+    assert server.process.wait(10) == 0
+
+
+def test_a_stopping_worker_refuses_a_new_websocket_503(
+    start_gunicorn: Callable[[int], Gunicorn],
+) -> None:
+    """A socket it opened would be closed with 1012 within seconds."""
+    server = start_gunicorn(4000)
+    held = socket.create_connection(("127.0.0.1", server.port), 10)
+    assert get(held)[0] == b"http/1.1 200 ok"
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(1)
+    fresh = socket.create_connection(("127.0.0.1", server.port), 10)
+    fresh.settimeout(2)
+    key = base64.b64encode(os.urandom(16)).decode()
+    fresh.sendall(
+        f"GET /ws/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    received = b""
+    while chunk := fresh.recv(4096):
+        received += chunk
+    assert received.startswith(b"HTTP/1.1 503 "), received
+    assert b"\r\nretry-after: 1\r\n" in received
     for conn in (fresh, held):
         conn.close()
     assert server.process.wait(10) == 0

@@ -262,7 +262,13 @@ class ResumingChat:
 
     def on_lost(self, error: Exception) -> None:
         code = getattr(getattr(error, "rcvd", None), "code", None)
-        key = str(code) if code is not None else type(error).__name__
+        status = getattr(error, "status_code", None)  # a refused handshake
+        if code is not None:
+            key = str(code)
+        elif status is not None:
+            key = f"HTTP {status}"
+        else:
+            key = type(error).__name__
         self.report.close_codes[key] = self.report.close_codes.get(key, 0) + 1
         self.report.reconnects += 1
         pending = self.pending
@@ -297,7 +303,13 @@ class ResumingChat:
                             await socket.send(self.send_frame())
                         self.on_frame(json.loads(await asyncio.wait_for(socket.recv(), 60)))
                     return
-            except (TimeoutError, websockets.exceptions.ConnectionClosed, OSError) as error:
+            except (
+                TimeoutError,
+                websockets.exceptions.ConnectionClosed,
+                # A refused handshake: a stopping web worker (503), no live upstream (502).
+                websockets.exceptions.InvalidHandshake,
+                OSError,
+            ) as error:
                 self.on_lost(error)
                 attempt += 1
                 if attempt > 30:
