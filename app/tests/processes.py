@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -51,12 +52,16 @@ class Process:
         self.log_path = ARTIFACTS / f"{name}.log"
         self.log = self.log_path.open("ab")
         self.log_start = self.log.tell()
-        self.log.write(f"\n===== start {time.ctime()} {' '.join(argv)}\n".encode())
+        self.argv, self.env = argv, env
+        self.popen = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self.log.write(f"\n===== start {time.ctime()} {' '.join(self.argv)}\n".encode())
         self.log.flush()
-        self.popen = subprocess.Popen(
-            argv,
+        return subprocess.Popen(
+            self.argv,
             cwd=APP_DIR,
-            env=env,
+            env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -123,6 +128,30 @@ def start_fakellm(port: int = FAKELLM_PORT) -> Process:
     return process
 
 
+class SupervisedProcess(Process):
+    """Started again one second after it exits with a failure, as systemd's
+    `Restart=on-failure` does for the Celery units of roles/celery: a worker whose broker
+    connection drops while it acks a task can die of kombu's "Unrecoverable error"."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        super().__init__(name, argv, env)
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._watch = threading.Thread(target=self._restart_on_failure, daemon=True)
+        self._watch.start()
+
+    def _restart_on_failure(self) -> None:
+        while not self._stopping.wait(0.2):
+            if self.popen.poll() not in (None, 0) and not self._stopping.wait(1):
+                self.restarts += 1
+                self.popen = self._spawn()
+
+    def stop(self, timeout: float = 15) -> None:
+        self._stopping.set()
+        self._watch.join()
+        super().stop(timeout)
+
+
 def start_web(env: dict[str, str], port: int = WEB_PORT, name: str = "web") -> Process:
     metrics_dir = ARTIFACTS / f"{name}-metrics"
     process = Process(
@@ -140,13 +169,13 @@ def start_web(env: dict[str, str], port: int = WEB_PORT, name: str = "web") -> P
     return process
 
 
-def start_worker(env: dict[str, str], name: str = "worker") -> Process:
+def start_worker(env: dict[str, str], name: str = "worker", supervised: bool = False) -> Process:
     metrics_dir = ARTIFACTS / f"{name}-metrics"
     if metrics_dir.exists():
         for stale in metrics_dir.glob("*.db"):
             stale.unlink()
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    process = Process(
+    process = (SupervisedProcess if supervised else Process)(
         name,
         [str(VENV_BIN / "celery"), "-A", "parley", "worker", "--pool", "prefork",
          "--concurrency", "2", "--loglevel", "INFO", "--hostname", f"{name}@%h"],

@@ -84,7 +84,8 @@ def outage_stack(
         "PARLEY_CHANNEL_LAYER_URL": redises["layer"].url,
     }
     web = start_web(env, port=PORT, name="outage-web")
-    worker = start_worker(env, name="outage-worker")
+    # Supervised as its systemd unit is: kombu can end it when the broker goes mid-ack.
+    worker = start_worker(env, name="outage-worker", supervised=True)
     yield
     worker.stop()
     web.stop()
