@@ -13,12 +13,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_HOME := $(CURDIR)/.cache/ansible
 export MOLECULE_GLOB := molecule/*/molecule.yml
 
-# Every Molecule scenario the test command runs, longest first (two at a time). `fleet` is
-# left out until one race is fixed: with web1 stopped, a Gunicorn worker on web2 recycling
-# (max_requests) closed an idle keep-alive connection just as nginx sent a request on it;
-# nginx could retry on no other live server and answered 502 (1 of 2,376 requests; seen in one
-# of two clean runs, the other 21 of 21). Run it with `make molecule SCENARIOS=fleet`.
-SCENARIOS := edge redis app-tier postgresql common
+# Every Molecule scenario the test command runs, longest first (two at a time).
+SCENARIOS := fleet edge redis app-tier postgresql common
 MOLECULE_WORKERS ?= 2
 
 .PHONY: help
