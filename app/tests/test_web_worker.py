@@ -85,6 +85,24 @@ def get(conn: socket.socket) -> tuple[bytes, bytes]:
     return head.split(b"\r\n", 1)[0], head
 
 
+def upgrade_request() -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET /ws/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+
+
+def draining_server(start_gunicorn: Callable[[int], Gunicorn]) -> tuple[Gunicorn, socket.socket]:
+    """A server one second into a 4 s drain, and the kept-alive connection that holds it there."""
+    server = start_gunicorn(4000)
+    held = socket.create_connection(("127.0.0.1", server.port), 10)
+    assert get(held)[0] == b"http/1.1 200 ok"
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(1)
+    return server, held
+
+
 def test_a_request_on_a_kept_alive_connection_while_the_worker_stops_is_answered(
     start_gunicorn: Callable[[int], Gunicorn],
 ) -> None:
@@ -113,11 +131,7 @@ def test_a_stopping_worker_goes_on_accepting_while_it_drains(
 ) -> None:
     """Gunicorn replaces a worker only once it has exited: one that stopped accepting for its
     whole drain would leave new connections waiting when its siblings recycle with it."""
-    server = start_gunicorn(4000)
-    held = socket.create_connection(("127.0.0.1", server.port), 10)
-    assert get(held)[0] == b"http/1.1 200 ok"
-    server.process.send_signal(signal.SIGTERM)
-    time.sleep(1)
+    server, held = draining_server(start_gunicorn)
     began = time.monotonic()
     fresh = socket.create_connection(("127.0.0.1", server.port), 10)
     fresh.settimeout(2)
@@ -133,18 +147,10 @@ def test_a_stopping_worker_refuses_a_new_websocket_503(
     start_gunicorn: Callable[[int], Gunicorn],
 ) -> None:
     """A socket it opened would be closed with 1012 within seconds."""
-    server = start_gunicorn(4000)
-    held = socket.create_connection(("127.0.0.1", server.port), 10)
-    assert get(held)[0] == b"http/1.1 200 ok"
-    server.process.send_signal(signal.SIGTERM)
-    time.sleep(1)
+    server, held = draining_server(start_gunicorn)
     fresh = socket.create_connection(("127.0.0.1", server.port), 10)
     fresh.settimeout(2)
-    key = base64.b64encode(os.urandom(16)).decode()
-    fresh.sendall(
-        f"GET /ws/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
+    fresh.sendall(upgrade_request())
     received = b""
     while chunk := fresh.recv(4096):
         received += chunk
@@ -190,11 +196,7 @@ def test_a_handshake_under_way_at_shutdown_opens_then_closes_with_1012(
     gunicorn = start_gunicorn(100)
     server, port = gunicorn.process, gunicorn.port
     conn = socket.create_connection(("127.0.0.1", port), 10)
-    key = base64.b64encode(os.urandom(16)).decode()
-    conn.sendall(
-        f"GET /ws/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
+    conn.sendall(upgrade_request())
     time.sleep(0.3)  # the app is deciding
     server.send_signal(signal.SIGTERM)
     received = b""
