@@ -93,12 +93,20 @@ def upgrade_request() -> bytes:
     )
 
 
+def stopping_server(
+    start_gunicorn: Callable[[int], Gunicorn], drain_ms: int
+) -> tuple[Gunicorn, socket.socket]:
+    """A server just sent TERM, and a connection it answered once and keeps alive."""
+    server = start_gunicorn(drain_ms)
+    conn = socket.create_connection(("127.0.0.1", server.port), 10)
+    assert get(conn)[0] == b"http/1.1 200 ok"
+    server.process.send_signal(signal.SIGTERM)
+    return server, conn
+
+
 def draining_server(start_gunicorn: Callable[[int], Gunicorn]) -> tuple[Gunicorn, socket.socket]:
     """A server one second into a 4 s drain, and the kept-alive connection that holds it there."""
-    server = start_gunicorn(4000)
-    held = socket.create_connection(("127.0.0.1", server.port), 10)
-    assert get(held)[0] == b"http/1.1 200 ok"
-    server.process.send_signal(signal.SIGTERM)
+    server, held = stopping_server(start_gunicorn, 4000)
     time.sleep(1)
     return server, held
 
@@ -106,10 +114,7 @@ def draining_server(start_gunicorn: Callable[[int], Gunicorn]) -> tuple[Gunicorn
 def test_a_request_on_a_kept_alive_connection_while_the_worker_stops_is_answered(
     start_gunicorn: Callable[[int], Gunicorn],
 ) -> None:
-    server = start_gunicorn(3000)
-    conn = socket.create_connection(("127.0.0.1", server.port), 10)
-    assert get(conn)[0] == b"http/1.1 200 ok"
-    server.process.send_signal(signal.SIGTERM)
+    server, conn = stopping_server(start_gunicorn, 3000)
     # Ask again every 100 ms, as nginx reuses a pooled connection: each request is answered
     # until one answer says the connection closes; then the worker closes it.
     began = time.monotonic()
@@ -164,10 +169,7 @@ def test_a_stopping_worker_refuses_a_new_websocket_503(
 def test_the_drain_ends_once_the_peers_have_closed_their_connections(
     start_gunicorn: Callable[[int], Gunicorn],
 ) -> None:
-    server = start_gunicorn(20_000)
-    conn = socket.create_connection(("127.0.0.1", server.port), 10)
-    assert get(conn)[0] == b"http/1.1 200 ok"
-    server.process.send_signal(signal.SIGTERM)
+    server, conn = stopping_server(start_gunicorn, 20_000)
     time.sleep(0.5)
     conn.close()
     began = time.monotonic()
@@ -178,10 +180,7 @@ def test_the_drain_ends_once_the_peers_have_closed_their_connections(
 def test_an_idle_connection_is_closed_by_the_worker_once_the_drain_is_over(
     start_gunicorn: Callable[[int], Gunicorn],
 ) -> None:
-    server = start_gunicorn(1500)
-    conn = socket.create_connection(("127.0.0.1", server.port), 10)
-    assert get(conn)[0] == b"http/1.1 200 ok"
-    server.process.send_signal(signal.SIGTERM)
+    server, conn = stopping_server(start_gunicorn, 1500)
     began = time.monotonic()
     conn.settimeout(10)
     assert conn.recv(64) == b""
