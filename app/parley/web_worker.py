@@ -24,15 +24,24 @@ yet (the consumer is still checking the session and the conversation) with HTTP 
 sockets already open get the 1012 close a client reconnects after. So the worker also waits,
 for at most HANDSHAKE_WAIT_SECONDS, until no handshake is under way: each then ends as an open
 socket closed with 1012 (the page reconnects and resumes) or as the app's own refusal.
+
+Last, Uvicorn waits for every task the app started for a connection, with no bound; a task
+that outlives its connection (a consumer's Redis receive that lost its cancellation, see
+parley/asyncio_compat.py) then kept a worker that no longer accepts alive until Gunicorn's
+timeout killed it. Such tasks get ORPHAN_TASK_SECONDS once the connections are gone, then are
+cancelled, and the log names where each one was waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import os
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 from gunicorn.arbiter import Arbiter
@@ -44,7 +53,10 @@ DRAIN_SECONDS = int(os.environ.get("PARLEY_SHUTDOWN_DRAIN_MS", "5000")) / 1000
 # A request on a connection accepted just before the worker stopped accepting is on its way.
 LATE_REQUEST_SECONDS = 0.5
 HANDSHAKE_WAIT_SECONDS = 10.0
+ORPHAN_TASK_SECONDS = 2.0
 POLL_SECONDS = 0.05
+logger = logging.getLogger("uvicorn.error")
+_APP_DIR = f"{Path(__file__).resolve().parent.parent}{os.sep}"
 _REFUSED_BODY = b"This server process is stopping; connect again.\n"
 REFUSED_UPGRADE = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -96,6 +108,20 @@ def handshake_under_way(connection: object) -> bool:
     return not complete and getattr(connection, "initial_response", None) is None and not closing
 
 
+def waiting_at(task: asyncio.Task[Any]) -> str:
+    """Where a task is suspended: the innermost frame of its chain of awaits that is not
+    asyncio's own (a lock or a stream says little; who waits on it says more)."""
+    asyncio_dir = str(Path(asyncio.__file__).parent)
+    where, awaited = "?", task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        if frame is not None and not frame.f_code.co_filename.startswith(asyncio_dir):
+            path = frame.f_code.co_filename.rpartition("site-packages/")[2]
+            where = f"{path.removeprefix(_APP_DIR)}:{frame.f_lineno}"
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return where
+
+
 class DrainingServer(Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         DrainingHttpProtocol.begin_drain(self.server_state.connections)
@@ -107,6 +133,25 @@ class DrainingServer(Server):
         await self._wait_while(self._http_connections_open, LATE_REQUEST_SECONDS)
         await self._wait_while(self._handshakes_under_way, HANDSHAKE_WAIT_SECONDS)
         await super().shutdown()
+
+    async def _wait_tasks_to_complete(self) -> None:
+        """Uvicorn's wait (connections, then tasks), except that tasks outliving their
+        connections are cancelled after ORPHAN_TASK_SECONDS instead of waited for forever."""
+        state = self.server_state
+        await self._wait_while(lambda: bool(state.connections) and not self.force_exit, math.inf)
+        await self._wait_while(
+            lambda: bool(state.tasks) and not self.force_exit, ORPHAN_TASK_SECONDS
+        )
+        left = [task for task in state.tasks if not task.done()]
+        if left:
+            logger.warning(
+                "Cancelling %d task(s) still running %.0f s after their connections closed"
+                " (waiting at %s)",
+                len(left), ORPHAN_TASK_SECONDS, ", ".join(waiting_at(task) for task in left),
+            )  # fmt: skip
+            for task in left:
+                task.cancel()
+            await asyncio.wait(left, timeout=ORPHAN_TASK_SECONDS)
 
     def _http_connections_open(self) -> bool:
         return any(isinstance(c, HttpToolsProtocol) for c in self.server_state.connections)

@@ -1,6 +1,7 @@
 """An ASGI app whose WebSocket handshake takes a while to decide, as the chat consumer's does
 under load (session, conversation and channel-layer lookups): test_web_worker.py restarts
-the worker while one is under way."""
+the worker while one is under way. GET /linger/ answers, then goes on waiting for nothing,
+as a task that lost its cancellation does."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
+        if scope["path"] == "/linger/":
+            await asyncio.Event().wait()
     elif scope["type"] == "websocket":
         await receive()  # websocket.connect
         await asyncio.sleep(HANDSHAKE_SECONDS)

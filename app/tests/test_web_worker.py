@@ -189,6 +189,28 @@ def test_an_idle_connection_is_closed_by_the_worker_once_the_drain_is_over(
     assert server.process.wait(10) == 0
 
 
+def test_a_task_that_outlives_its_connection_is_cancelled_instead_of_waited_for(
+    start_gunicorn: Callable[[int], Gunicorn],
+) -> None:
+    """Uvicorn alone would wait for it until Gunicorn's timeout (not accepting meanwhile)."""
+    server = start_gunicorn(100)
+    with socket.create_connection(("127.0.0.1", server.port), 10) as conn:
+        conn.sendall(b"GET /linger/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        conn.settimeout(10)
+        while conn.recv(4096):
+            pass
+    began = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(15) == 0
+    assert time.monotonic() - began < 6
+    server.log.flush()
+    log = (ARTIFACTS / "web-worker-shutdown.log").read_text()
+    assert (
+        "still running 2 s after their connections closed"
+        " (waiting at tests/slow_websocket_app.py:" in log
+    )
+
+
 def test_a_handshake_under_way_at_shutdown_opens_then_closes_with_1012(
     start_gunicorn: Callable[[int], Gunicorn],
 ) -> None:
