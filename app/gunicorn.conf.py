@@ -39,6 +39,10 @@ accesslog = _env("ACCESS_LOG", "-")
 errorlog = "-"
 loglevel = _env("LOG_LEVEL", "info").lower()
 proc_name = "parley-web"
+# Gunicorn's control socket (for `gunicornc`) defaults to ~/.gunicorn/, which the unit's
+# sandbox keeps read-only: under systemd it goes into the unit's RuntimeDirectory.
+if os.environ.get("RUNTIME_DIRECTORY"):
+    control_socket = str(Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0]) / "gunicorn.ctl")
 
 # Prometheus multiprocess mode: each worker writes its samples under this directory, /metrics
 # aggregates them. It is emptied at start so dead workers' counters do not linger.
