@@ -79,6 +79,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """When a test fails, keep every scenario host's journal of the time it ran (in
+    .artifacts/<scenario>/journals/): the containers are gone when someone reads the report."""
+    began = time.time()
+    outcome = yield
+    if outcome.excinfo is None or outcome.excinfo[0] is pytest.skip.Exception:
+        return
+    project = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", "."))
+    scenario = os.environ.get("MOLECULE_SCENARIO_NAME", "scenario")
+    folder = project / ".artifacts" / scenario / "journals"
+    folder.mkdir(parents=True, exist_ok=True)
+    test = item.name.split("@")[0].replace("/", "_")
+    for name in (_inventory().get("all") or {}).get("hosts") or {}:
+        journal = subprocess.run(
+            ["docker", "exec", name, "journalctl", "--no-pager", "--since", f"@{int(began) - 5}"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        (folder / f"{test}.{name}.log").write_text(journal.stdout + journal.stderr)
+
+
 @pytest.fixture(scope="session")
 def probe() -> Host:
     names = hosts_in("probe")
