@@ -13,12 +13,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_HOME := $(CURDIR)/.cache/ansible
 export MOLECULE_GLOB := molecule/*/molecule.yml
 
-# Every Molecule scenario the test command runs, longest first (two at a time). `fleet` is
-# left out while one fault is open: with web1 stopped, a request to web2 now and then gets no
-# answer for 30 s (1 of 1,963 in the last failing run; 21 of 21 passed in the run before).
-# The 502 race of web2's recycling workers that took it out first is fixed
-# (app/parley/web_worker.py). Run it with `make molecule SCENARIOS=fleet`.
-SCENARIOS := edge redis app-tier postgresql common
+# Every Molecule scenario the test command runs, longest first (two at a time).
+SCENARIOS := fleet edge redis app-tier postgresql common
 MOLECULE_WORKERS ?= 2
 
 .PHONY: help
