@@ -153,6 +153,8 @@ class PlaybookRun:
     failed_tasks: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     output: str = ""
+    # Names of the plays that ran at least one task on some host, in order.
+    plays: list[str] = field(default_factory=list)
 
 
 def run_playbook(
@@ -188,6 +190,7 @@ def run_playbook(
         return PlaybookRun(rc=done.returncode, stats={}, output=done.stdout + done.stderr)
     failed: list[str] = []
     messages: list[str] = []
+    plays = [p["play"]["name"] for p in report.get("plays", []) if p.get("tasks")]
     for play in report.get("plays", []):
         for task in play.get("tasks", []):
             for outcome in task.get("hosts", {}).values():
@@ -204,6 +207,7 @@ def run_playbook(
         failed_tasks=failed,
         messages=messages,
         output=done.stderr,
+        plays=plays,
     )
 
 

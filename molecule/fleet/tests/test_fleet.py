@@ -148,6 +148,28 @@ def test_the_certificate_comes_from_pebble_and_http_goes_to_https(probe: Host, r
     assert redirect == f"301 {BASE}/login/"
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("certbot_acme_directory", "http://fleet-acme:14000/dir", "must be an https:// URL"),
+        ("gunicorn_workers", -1, "gunicorn_workers must be 1 or more"),
+    ],
+)
+def test_site_refuses_a_bad_value_before_any_tier_runs(
+    name: str, value: object, message: str
+) -> None:
+    """A bad value for a late tier (the lb's certbot, the web tier) stops site.yml in its
+    pre-flight, on every host, before the first tier (common) has run anywhere."""
+    run = run_playbook(str(PROJECT / "site.yml"), extra_vars={name: value})
+    assert run.rc != 0, run.plays
+    assert any(message in m for m in run.messages), run.messages
+    assert run.plays == [
+        "Check the inventory before touching any host",
+        "Check every role's variables on the hosts it will converge",
+    ], run.plays
+    assert all(stats.get("changed", 0) == 0 for stats in run.stats.values()), run.stats
+
+
 def test_sign_in_send_and_the_streamed_reply_is_stored(probe: Host, root: str, web1: Host) -> None:
     result = chatprobe(probe, root, "Hello from the fleet")
     (reply,) = result["replies"]
