@@ -180,13 +180,17 @@ def test_walkthrough_settings_and_vault_make_a_ready_inventory(render_inventory,
     mapped = set(re.findall(r"\bvault_\w+", (EXAMPLE / "group_vars/all/vars.yml").read_text()))
     assert set(yaml.safe_load(opened.stdout)) == mapped
 
-    # The pre-flight play (every group, every secret, shared secrets equal, addresses) passes.
+    # The pre-flight's inventory check (every group, every secret, shared secrets equal,
+    # addresses) passes; its role-variable play needs the hosts' facts, and these hosts do
+    # not exist.
     preflight = ansible(
         "ansible-playbook",
         "-i",
         str(inventory),
         "--vault-password-file",
         str(password_file),
+        "--skip-tags",
+        "role-variables",
         "playbooks/preflight.yml",
     )
     assert preflight.returncode == 0, preflight.stdout + preflight.stderr
