@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -202,28 +203,53 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if turn is not None:
                 await self.started(turn, frame.client_id)
                 return
+        turn = await self.start_turn(
+            lambda: post_message(
+                self.user, self.conversation_id, frame.text, frame.model, frame.client_message_id
+            )
+        )
+        await self.started(turn, frame.client_id)
+
+    async def on_regenerate(self, frame: RegenerateFrame) -> None:
+        turn = await self.start_turn(
+            lambda: regenerate_last(self.user, self.conversation_id, frame.model)
+        )
+        await self.started(turn, frame.client_id)
+
+    async def start_turn(self, start: Callable[[], Awaitable[services.Turn]]) -> services.Turn:
+        """Check the quota and count a model call against the rate limit, then start the turn.
+
+        A regeneration is a model call like a message, so it counts the same: otherwise
+        cancel and regenerate in turns would start model calls without limit. A turn refused
+        (busy, unknown_model, nothing_to_regenerate, unavailable) or found already stored
+        starts no model call, so its slot is given back.
+        """
         user_id = self.user.pk
         if await limits.quota_exhausted(user_id):
             raise services.ChatError(
                 "quota_exceeded", "You have used today's token quota; it resets at midnight UTC."
             )
-        wait = await limits.message_rate_exceeded(user_id)
-        if wait:
+        try:
+            slot = await limits.take_message_slot(user_id)
+        except limits.RateLimited as limited:
             raise services.ChatError(
-                "rate_limited", f"Too many messages; try again in {wait} seconds."
-            )
-        turn = await post_message(
-            self.user, self.conversation_id, frame.text, frame.model, frame.client_message_id
-        )
-        await self.started(turn, frame.client_id)
+                "rate_limited", f"Too many messages; try again in {limited.wait} seconds."
+            ) from None
+        try:
+            turn = await start()
+        except Exception:
+            await self.give_back(slot)
+            raise
+        if turn.duplicate:
+            await self.give_back(slot)
+        return turn
 
-    async def on_regenerate(self, frame: RegenerateFrame) -> None:
-        if await limits.quota_exhausted(self.user.pk):
-            raise services.ChatError(
-                "quota_exceeded", "You have used today's token quota; it resets at midnight UTC."
-            )
-        turn = await regenerate_last(self.user, self.conversation_id, frame.model)
-        await self.started(turn, frame.client_id)
+    @staticmethod
+    async def give_back(slot: limits.MessageSlot) -> None:
+        # Redis failing now must not hide how the turn went; the slot then merely counts
+        # until the window has passed.
+        with contextlib.suppress(RedisError, OSError):
+            await slot.give_back()
 
     async def started(self, turn: services.Turn, client_id: str | None) -> None:
         fields: dict[str, Any] = {

@@ -34,7 +34,9 @@ claim_reply = database_sync_to_async(services.claim_reply)
 finish_reply = database_sync_to_async(services.finish_reply)
 
 # Margin between our own deadline and Celery's soft time limit, so we end the reply cleanly.
+# Both count from the task's start: Celery's limit includes the wait for the reply lock.
 DEADLINE_MARGIN_SECONDS = 5
+TOO_LONG_MESSAGE = "The reply took longer than the time limit and was cut."
 # How long a reply's end keeps trying to reach PostgreSQL (a restart takes seconds); past
 # that, the reaper ends the reply.
 STORE_RETRY_SECONDS = 30
@@ -349,6 +351,10 @@ async def _store_final_state(reply_id: int, outcome: services.ReplyOutcome) -> b
 
 async def run_reply(reply_id: int) -> None:
     """Generate one reply end to end. Safe to call again for the same reply (redelivery)."""
+    # Counted from here, not from the first token: a redelivery may wait up to REPLY_LOCK_TTL
+    # for the lock, and Celery's soft limit counts that wait too. The soft limit striking
+    # inside the event loop would leave the reply "generating" until the reaper.
+    deadline = time.monotonic() + max(1, settings.REPLY_SOFT_TIME_LIMIT - DEADLINE_MARGIN_SECONDS)
     lock = ReplyLock(reply_id)
     if not await lock.acquire(wait=settings.REPLY_LOCK_TTL + 1):
         logger.info("Reply %s is being generated elsewhere; this delivery does nothing", reply_id)
@@ -357,14 +363,14 @@ async def run_reply(reply_id: int) -> None:
         job = await claim_reply(reply_id)
         if job is None:
             return
-        await _generate(job)
+        await _generate(job, deadline)
     finally:
         # With Redis away the lock cannot be released; it expires after REPLY_LOCK_TTL.
         with contextlib.suppress(RedisError, OSError):
             await lock.release()
 
 
-async def _generate(job: services.ReplyJob) -> None:
+async def _generate(job: services.ReplyJob, deadline: float) -> None:
     provider = provider_for(job.model)
     run = ReplyRun(job, replystream.ReplyPublisher(job.reply_id, job.conversation_id, 0), provider)
     try:
@@ -379,7 +385,7 @@ async def _generate(job: services.ReplyJob) -> None:
         if provider is None:
             await run.fail("provider_unavailable", "No provider serves this model any more.")
             return
-        await _write_reply(run, provider)
+        await _write_reply(run, provider, deadline)
     except Exception:
         # Redis or PostgreSQL failing under the reply: it must end, not stay "generating"
         # until the reaper (the user's conversation would be busy all that time).
@@ -390,15 +396,19 @@ async def _generate(job: services.ReplyJob) -> None:
             await provider.aclose()
 
 
-async def _write_reply(run: ReplyRun, provider: Provider) -> None:
+async def _write_reply(run: ReplyRun, provider: Provider, deadline: float) -> None:
     """Stream the model's reply until it ends, is stopped, or runs out of time."""
     job, publisher = run.job, run.publisher
-    deadline = max(1, settings.REPLY_SOFT_TIME_LIMIT - DEADLINE_MARGIN_SECONDS)
+    time_left = deadline - time.monotonic()
+    if time_left <= 0:
+        # The wait for the lock used up the task's time: no model call can finish in it.
+        await run.fail("too_long", TOO_LONG_MESSAGE)
+        return
     streaming = asyncio.create_task(_stream_reply(provider, job, publisher, run.progress))
     cancel_watch = asyncio.create_task(_wait_for_cancel(job.reply_id))
     try:
         done, _ = await asyncio.wait(
-            {streaming, cancel_watch}, timeout=deadline, return_when=asyncio.FIRST_COMPLETED
+            {streaming, cancel_watch}, timeout=time_left, return_when=asyncio.FIRST_COMPLETED
         )
         if streaming in done:
             error = streaming.exception()
@@ -418,7 +428,7 @@ async def _write_reply(run: ReplyRun, provider: Provider) -> None:
         if cancel_watch in done:
             await run.finish(Message.Status.CANCELLED)
         else:
-            await run.fail("too_long", "The reply took longer than the time limit and was cut.")
+            await run.fail("too_long", TOO_LONG_MESSAGE)
     finally:
         for task in (streaming, cancel_watch):
             task.cancel()

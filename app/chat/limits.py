@@ -47,28 +47,47 @@ class FrameBucket:
         return False
 
 
-async def message_rate_exceeded(user_id: int) -> int:
-    """Count one message; return seconds to wait if over the limit, else 0.
+class RateLimited(Exception):
+    """The user has started RATE_LIMIT_MESSAGES model calls in the last RATE_LIMIT_WINDOW s."""
 
-    A sliding window (a sorted set of send times), so the limit holds over any window of
+    def __init__(self, wait: int) -> None:
+        super().__init__(f"rate limited for {wait} s")
+        self.wait = wait
+
+
+@dataclass(frozen=True)
+class MessageSlot:
+    """One model call counted against a user's rate limit, until given back."""
+
+    name: str
+    member: str
+
+    async def give_back(self) -> None:
+        """Uncount it: what it was taken for started no model call."""
+        await channel_redis().zrem(self.name, self.member)
+
+
+async def take_message_slot(user_id: int) -> MessageSlot:
+    """Count one model call (a message or a regeneration); raise RateLimited if over the limit.
+
+    A sliding window (a sorted set of start times), so the limit holds over any window of
     RATE_LIMIT_WINDOW seconds, not only within calendar minutes.
     """
     window = settings.RATE_LIMIT_WINDOW
     now = time.time()
-    name = key("ratelimit", "messages", user_id)
-    member = f"{now:.6f}:{uuid.uuid4().hex[:8]}"
+    slot = MessageSlot(key("ratelimit", "messages", user_id), f"{now:.6f}:{uuid.uuid4().hex[:8]}")
     redis = channel_redis()
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.zremrangebyscore(name, 0, now - window)
-        pipe.zadd(name, {member: now})
-        pipe.zcard(name)
-        pipe.zrange(name, 0, 0, withscores=True)
-        pipe.expire(name, window + 1)
+        pipe.zremrangebyscore(slot.name, 0, now - window)
+        pipe.zadd(slot.name, {slot.member: now})
+        pipe.zcard(slot.name)
+        pipe.zrange(slot.name, 0, 0, withscores=True)
+        pipe.expire(slot.name, window + 1)
         _, _, count, oldest, _ = await pipe.execute()
     if count <= settings.RATE_LIMIT_MESSAGES:
-        return 0
-    await redis.zrem(name, member)  # a refused message does not use up the allowance
-    return max(1, math.ceil(oldest[0][1] + window - now))
+        return slot
+    await slot.give_back()  # a refused message does not use up the allowance
+    raise RateLimited(max(1, math.ceil(oldest[0][1] + window - now)))
 
 
 def _quota_key(user_id: int) -> str:

@@ -49,7 +49,24 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
-DRAIN_SECONDS = int(os.environ.get("PARLEY_SHUTDOWN_DRAIN_MS", "5000")) / 1000
+
+def _drain_seconds() -> float:
+    """PARLEY_SHUTDOWN_DRAIN_MS, read as gunicorn.conf.py reads every server setting (it is one):
+    PARLEY_ before GUNICORN_, an empty value is unset. That file's reader is not importable
+    from here, and importing this package from it would load Celery into Gunicorn's master."""
+    for variable in ("PARLEY_SHUTDOWN_DRAIN_MS", "GUNICORN_SHUTDOWN_DRAIN_MS"):
+        raw = os.environ.get(variable)
+        if raw:
+            try:
+                return int(raw) / 1000
+            except ValueError:
+                raise ValueError(
+                    f"{variable} must be a whole number of milliseconds, got {raw!r}"
+                ) from None
+    return 5.0
+
+
+DRAIN_SECONDS = _drain_seconds()
 # A request on a connection accepted just before the worker stopped accepting is on its way.
 LATE_REQUEST_SECONDS = 0.5
 HANDSHAKE_WAIT_SECONDS = 10.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import socket
 
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -19,6 +20,7 @@ from chat.models import (
     ProviderModel,
 )
 from chat.providers.registry import available_models
+from parley import celery_app
 from tests.chatclient import ChatSocket
 from tests.processes import wait_until
 
@@ -46,6 +48,25 @@ def test_seed_schedules_is_idempotent(transactional_db, settings) -> None:
     ]
     assert PeriodicTask.objects.get(name="parley: provider health check").interval.every == 60
     assert PeriodicTask.objects.get(name="parley: daily usage report").crontab.hour == "0"
+
+
+def test_seeded_schedules_name_tasks_the_worker_runs(stack, worker) -> None:
+    """Beat sends a task by its name only: a misspelt name is sent on schedule and dropped by
+    every worker as unregistered, and nothing else would notice."""
+    _seed()
+    seeded = dict(PeriodicTask.objects.values_list("name", "task"))
+    assert seeded == {
+        "parley: purge old conversations": tasks.purge_old_conversations.name,
+        "parley: daily usage report": tasks.build_usage_report.name,
+        "parley: provider health check": tasks.check_providers.name,
+        "parley: reap stuck replies": tasks.reap_stuck_replies.name,
+    }
+    # The running worker's own registry, asked through the broker as `celery inspect` does.
+    hostname = f"{worker.name}@{socket.gethostname()}"
+    replies = celery_app.control.inspect(timeout=10, destination=[hostname]).registered()
+    assert replies, f"{hostname} did not answer"
+    registered = set(replies[hostname])
+    assert set(seeded.values()) <= registered, set(seeded.values()) - registered
 
 
 def test_purge_deletes_only_old_conversations(stack, user) -> None:

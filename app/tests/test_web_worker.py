@@ -237,3 +237,37 @@ def test_a_handshake_under_way_at_shutdown_opens_then_closes_with_1012(
     assert struct.unpack("!H", rest[2:4])[0] == 1012
     conn.close()
     assert server.wait(30) == 0
+
+
+@pytest.mark.parametrize(
+    ("environment", "seconds"),
+    [
+        ({}, 5.0),
+        ({"PARLEY_SHUTDOWN_DRAIN_MS": ""}, 5.0),
+        ({"GUNICORN_SHUTDOWN_DRAIN_MS": "1500"}, 1.5),
+        ({"PARLEY_SHUTDOWN_DRAIN_MS": "", "GUNICORN_SHUTDOWN_DRAIN_MS": "2500"}, 2.5),
+        ({"PARLEY_SHUTDOWN_DRAIN_MS": "800", "GUNICORN_SHUTDOWN_DRAIN_MS": "2500"}, 0.8),
+    ],
+)
+def test_the_drain_time_is_read_like_every_gunicorn_setting(
+    environment: dict[str, str], seconds: float
+) -> None:
+    # As gunicorn.conf.py reads its settings: PARLEY_ first, then GUNICORN_, empty is unset.
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_SHUTDOWN_DRAIN_MS")}
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", "import parley.web_worker as w; print(w.DRAIN_SECONDS)"],
+        cwd=APP_DIR, env={**env, **environment}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) == seconds
+
+
+def test_a_malformed_drain_time_is_refused_with_its_name() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_SHUTDOWN_DRAIN_MS")}
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", "import parley.web_worker"],
+        cwd=APP_DIR, env={**env, "GUNICORN_SHUTDOWN_DRAIN_MS": "5s"},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "GUNICORN_SHUTDOWN_DRAIN_MS must be a whole number of milliseconds" in result.stderr

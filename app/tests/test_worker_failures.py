@@ -6,6 +6,7 @@ import os
 import signal
 
 from chat.models import Message
+from chat.tasks import generate_reply
 from tests.chatclient import ChatSocket, assert_contiguous, delta_text
 from tests.conftest import fake_llm_request
 from tests.processes import start_worker
@@ -66,6 +67,47 @@ def test_whole_worker_killed_is_redelivered_after_the_visibility_timeout(
     assert delta_text(frames) == frames[-1]["content"]
     reply = Message.objects.get(reply_to_id=ack["message_id"])
     assert (reply.status, reply.attempt) == (Message.Status.COMPLETE, 2)
+
+
+def test_a_reply_that_waited_for_its_lock_still_ends_before_the_soft_time_limit(
+    chat: ChatSocket, conversation, worker_process, service_env, redis_admin
+) -> None:
+    """A redelivered reply first waits (up to PARLEY_REPLY_LOCK_TTL + 1 s) for the lock of the
+    delivery before it, and Celery's soft time limit counts that wait. The reply's own
+    deadline must count it too, else the soft limit strikes first, inside the event loop, and
+    the reply is left "generating" until the reaper."""
+    worker_process["worker"].stop()  # only the worker with the short limits below takes part
+    limited = start_worker(
+        {
+            **service_env,
+            "PARLEY_REPLY_TIME_LIMIT": "30",
+            "PARLEY_REPLY_SOFT_TIME_LIMIT": "10",  # the reply's deadline: 5 s after the start
+            "PARLEY_REPLY_LOCK_TTL": "8",  # the task waits for the lock for up to 9 s
+        },
+        name="worker-limits",
+    )
+    try:
+        # The turn as post_message stores it (saving the question queues nothing yet: its
+        # reply does not exist), then the redelivery, sent by hand with the limits this
+        # worker has: Celery takes a task's limits from its message, that is, the sender's.
+        question = Message.objects.create(
+            conversation=conversation, role="user", content="long [fakellm:tokens=2000 tps=50]"
+        )
+        reply = Message.objects.create(
+            conversation=conversation, role="assistant", reply_to=question, model="fake-model",
+            status=Message.Status.PENDING,
+        )  # fmt: skip
+        # The delivery before still holds the lock, for 7 s of the task's 10.
+        redis_admin["channel_layer"].set(f"parley:reply:{reply.pk}:lock", "earlier", px=7_000)
+        generate_reply.apply_async((reply.pk,), soft_time_limit=10, time_limit=30)
+        frames = chat.reply_frames(reply.pk, timeout=25)
+    finally:
+        limited.stop()
+    end = frames[-1]
+    assert (end["type"], end.get("code")) == ("error", "too_long"), end
+    reply.refresh_from_db()
+    assert (reply.status, reply.error_code) == (Message.Status.ERROR, "too_long")
+    assert reply.final_seq == end["seq"]
 
 
 def test_rate_limited_provider_is_retried_then_succeeds(chat: ChatSocket) -> None:
