@@ -313,13 +313,21 @@ def test_the_chat_page_in_chromium(probe: Host, root: str) -> None:
     pem.write_text(probe.file(root).content_string)
     python = PROJECT / "app" / ".venv" / "bin" / "python"
     subprocess.run(["make", "-C", str(PROJECT / "app"), "browser"], check=True)
-    run = subprocess.run(
-        [str(python), str(SCENARIO / "tests" / "browser.py"), "--base", BASE, "--address", lb1,
-         "--root", str(pem), "--user", VARS["app_admin_username"],
-         "--password", VARS["app_admin_password"], "--model", "fake-model",
-         "--screenshot", str(ARTIFACTS / "chat.png")],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    # Chromium runs on this machine, where the other scenarios of make test create and remove
+    # containers: each new veth is a network change to it, and it aborts the page's requests
+    # with ERR_NETWORK_CHANGED (seen once). A person would load the page again; so does this
+    # test, from the start, for that error only.
+    for _attempt in range(3):
+        run = subprocess.run(
+            [str(python), str(SCENARIO / "tests" / "browser.py"), "--base", BASE,
+             "--address", lb1, "--root", str(pem), "--user", VARS["app_admin_username"],
+             "--password", VARS["app_admin_password"], "--model", "fake-model",
+             "--screenshot", str(ARTIFACTS / "chat.png")],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        if run.returncode == 0 or "ERR_NETWORK_CHANGED" not in run.stderr:
+            break
+        print("Chromium saw the host's network change (ERR_NETWORK_CHANGED); again")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     print(run.stdout.strip())
     assert (ARTIFACTS / "chat.png").stat().st_size > 10_000
