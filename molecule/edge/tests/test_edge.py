@@ -11,10 +11,11 @@ import re
 import secrets
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import host, hosts_in, run_playbook
+from conftest import add_to_summary, host, hosts_in, run_playbook
 from edge import (
     PROBE_DIR,
     REPOSITORY,
@@ -352,8 +353,20 @@ def test_sslyze_finds_the_mozilla_intermediate_profile(client: Host, target: str
         f"sslyze --mozilla_config=intermediate --certinfo_ca_file {ROOT_CA} {name}:443"
     )
     keep_artifact(f"{target}-sslyze.txt", scan.stdout + scan.stderr)
+    verdict = compliance(scan.stdout, name)
+    add_to_summary(f"{target} sslyze --mozilla_config=intermediate: {verdict}")
     assert scan.rc == 0, scan.stdout[-3000:]
     assert f"{name}:443: OK - Compliant." in scan.stdout
+
+
+def compliance(sslyze_output: str, name: str) -> str:
+    """sslyze's verdict line on the Mozilla configuration ("NAME:443: OK - Compliant.")."""
+    verdict = re.search(rf"^\s*({re.escape(name)}:443: .+)$", sslyze_output, re.MULTILINE)
+    return verdict.group(1) if verdict else "no verdict (sslyze failed; see its artifact)"
+
+
+# testssl.sh's severities, most serious first.
+SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "WARN", "OK", "INFO")
 
 
 def test_testssl_reports_nothing_high_or_critical(
@@ -368,6 +381,11 @@ def test_testssl_reports_nothing_high_or_critical(
     log = client.run(f"cat {PROBE_DIR}/testssl-{target}.log").stdout
     keep_artifact(f"{target}-testssl.txt", log)
     findings = json.loads(client.file(report).content_string)
+    counts = Counter(f["severity"] for f in findings)
+    add_to_summary(
+        f"{target} testssl.sh: {len(findings)} findings: "
+        + ", ".join(f"{severity} {counts[severity]}" for severity in SEVERITIES)
+    )
     assert len(findings) > 50, log[-3000:]
     serious = [f for f in findings if f["severity"] in ("HIGH", "CRITICAL")]
     assert serious == [], serious
@@ -488,6 +506,10 @@ def assert_modern_profile(client: Host, peer: str, name: str) -> None:
     keep_artifact(f"{peer}-sslyze-modern.txt", scan.stdout + scan.stderr)
     verdict = scan.stdout.split("COMPLIANCE AGAINST", 1)[-1]
     issues = set(re.findall(r"^\s+\* (\w+):", verdict, flags=re.MULTILINE))
+    add_to_summary(
+        f"{peer} sslyze --mozilla_config=modern: {compliance(scan.stdout, name)} "
+        f"({', '.join(sorted(issues)) or 'no issue'}; Pebble signs with RSA)"
+    )
     assert issues == {"certificate_signatures"}, verdict
     assert "Deployed certificate signatures are {'sha256WithRSAEncryption'}" in verdict
 
