@@ -8,6 +8,7 @@ with every host of the scenario's `targets` group.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shlex
@@ -98,6 +99,30 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         (folder / f"{test}.{name}.log").write_text(journal.stdout + journal.stderr)
+
+
+def summary_file() -> Path:
+    """`.artifacts/<scenario>/summary.txt`: a few lines a scenario's tests want read with its
+    result (scripts/run-scenarios prints them under it), such as what the TLS scanners said."""
+    project = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", "."))
+    scenario = os.environ.get("MOLECULE_SCENARIO_NAME", "scenario")
+    return project / ".artifacts" / scenario / "summary.txt"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The summary holds this run's lines only. Cleared once, by the controller (xdist's
+    workers have `workerinput`), before any worker runs a test."""
+    if not hasattr(session.config, "workerinput"):
+        summary_file().unlink(missing_ok=True)
+
+
+def add_to_summary(line: str) -> None:
+    """Append one line to the scenario's summary (xdist workers write to it side by side)."""
+    path = summary_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write(" ".join(line.split()) + "\n")
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,10 @@ PROJECT = SCENARIO.parent.parent
 # The converge playbook is the one place the test password and settings are written down.
 CONVERGE_VARS: dict[str, Any] = yaml.safe_load((SCENARIO / "converge.yml").read_text())[0]["vars"]
 APP_PASSWORD: str = CONVERGE_VARS["postgresql_app_password"]
+# Variables one host gets in molecule.yml (an override of what the role derives).
+HOST_VARS: dict[str, dict[str, Any]] = yaml.safe_load((SCENARIO / "molecule.yml").read_text())[
+    "provisioner"
+]["inventory"].get("host_vars", {})
 CA_ON_SERVER = "/etc/postgresql/tls/ca.crt"
 BACKUP_DIR = "/var/backups/postgresql"
 

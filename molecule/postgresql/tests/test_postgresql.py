@@ -18,6 +18,7 @@ from pg_client import (
     BACKUP_DIR,
     CA_ON_SERVER,
     CONVERGE_VARS,
+    HOST_VARS,
     as_postgres,
     dumps,
     psql,
@@ -140,6 +141,28 @@ def test_passwords_are_scram_and_no_rule_trusts_or_takes_md5(
     assert verifier.startswith("SCRAM-SHA-256$")
 
 
+def test_scram_and_the_addresses_come_from_our_configuration(
+    web: Host, target: str, rootcert: str
+) -> None:
+    """scram-sha-256 is PostgreSQL's own default since 14, so SHOW alone would pass without the
+    role: the setting must come from the role's file. pg_settings names the file to the
+    superuser only."""
+    config_dir = as_postgres(target, "SHOW config_file").rsplit("/", 1)[0]
+    ours = f"{config_dir}/conf.d/50-parley.conf"
+    sources = as_postgres(
+        target,
+        "SELECT name, source, sourcefile FROM pg_settings "
+        "WHERE name IN ('listen_addresses', 'password_encryption') ORDER BY name",
+    )
+    assert sources.splitlines() == [
+        f"listen_addresses|configuration file|{ours}",
+        f"password_encryption|configuration file|{ours}",
+    ]
+    private = host(target).check_output("hostname -I").split()[0]
+    rc, out = psql(web, "SHOW listen_addresses", host_name=target, rootcert=rootcert)
+    assert (rc, out) == (0, f"{private},127.0.0.1,::1")
+
+
 def test_the_app_role_has_no_special_powers(web: Host, target: str, rootcert: str) -> None:
     rc, out = psql(
         web,
@@ -184,8 +207,14 @@ def test_memory_settings_follow_the_hosts_ram(web: Host, target: str, rootcert: 
     )
     assert rc == 0, out
     expected_work_mem = max(int(memtotal_mb * 0.75 / (200 * 3)), 4)
+    # One host overrides shared_buffers (molecule.yml); the others get a quarter of RAM. An
+    # override equal to the derived value would prove nothing.
+    derived = int(memtotal_mb * 0.25)
+    override = HOST_VARS.get(target, {}).get("postgresql_shared_buffers_mb")
+    assert override != derived
+    shared_buffers = override or derived
     expected = [
-        f"{int(memtotal_mb * 0.25)}MB",
+        f"{shared_buffers}MB",
         f"{int(memtotal_mb * 0.75)}MB",
         f"{min(memtotal_mb // 16, 2048)}MB",
         f"{expected_work_mem}MB",

@@ -18,11 +18,26 @@ from testinfra.host import Host
 # The converge playbook is the one place the test passwords and settings are written down.
 CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
 CONVERGE_VARS: dict[str, Any] = yaml.safe_load(CONVERGE.read_text())[0]["vars"]
+# Settings one host gets in molecule.yml, so a test can tell the role's value from Redis's own.
+HOST_VARS: dict[str, dict[str, Any]] = yaml.safe_load(
+    (CONVERGE.parent / "molecule.yml").read_text()
+)["provisioner"]["inventory"].get("host_vars", {})
+ROLE_DEFAULTS: dict[str, Any] = yaml.safe_load(
+    (CONVERGE.parents[2] / "roles" / "redis" / "defaults" / "main.yml").read_text()
+)
 
 BROKER_PORT = 6379
 LAYER_PORT = 6380
 APP_USER = "parley"
 ADMIN_USER = "admin"
+
+
+def role_setting(target: str, name: str) -> Any:
+    """The value the role was given for `name` on `target`, with Ansible's precedence: the
+    converge play's vars, then the host's inventory vars, then the role's default."""
+    if name in CONVERGE_VARS:
+        return CONVERGE_VARS[name]
+    return HOST_VARS.get(target, {}).get(name, ROLE_DEFAULTS[name])
 
 
 @dataclass(frozen=True)
