@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import changed_app_copy, django, host, hosts_in, run_playbook
+from conftest import add_to_summary, changed_app_copy, django, host, hosts_in, run_playbook
 from testinfra.host import Host
 
 SITE = "chat.parley.test"
@@ -225,7 +225,7 @@ def test_units_pass_the_sandbox_bar(name: str, unit: str) -> None:
     analysis = host(name).run(f"systemd-analyze security --threshold=20 --no-pager {unit}")
     exposure = re.search(r"Overall exposure level for \S+: ([0-9.]+)", analysis.stdout)
     assert exposure, analysis.stdout + analysis.stderr
-    print(f"{name} {unit}: exposure {exposure.group(1)}")
+    add_to_summary(f"{name} systemd-analyze security {unit}: exposure {exposure.group(1)}")
     assert analysis.rc == 0 and float(exposure.group(1)) <= 2.0, analysis.stdout
 
 

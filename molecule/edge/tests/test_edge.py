@@ -552,7 +552,8 @@ def assert_modern_profile(client: Host, peer: str, name: str) -> None:
     issues = set(re.findall(r"^\s+\* (\w+):", verdict, flags=re.MULTILINE))
     add_to_summary(
         f"{peer} sslyze --mozilla_config=modern: {compliance(scan.stdout, name)} "
-        f"({', '.join(sorted(issues)) or 'no issue'}; Pebble signs with RSA)"
+        f"on {', '.join(sorted(issues)) or 'nothing'} (expected: only the CA's signature"
+        " algorithm, Pebble signs with RSA)"
     )
     assert issues == {"certificate_signatures"}, verdict
     assert "Deployed certificate signatures are {'sha256WithRSAEncryption'}" in verdict

@@ -11,6 +11,7 @@ this machine, so they must not run while another test stops a host or signs in f
 from __future__ import annotations
 
 import pytest
+from conftest import add_to_summary
 
 from audit import security
 from audit.fleet import Fleet
@@ -31,7 +32,7 @@ def client(fleet: Fleet) -> Client:
 
 
 def passes(check: Check) -> None:
-    print(f"{check.key}: {check.figure}")
+    add_to_summary(f"audit {check.key}: {check.figure}")
     for detail in check.details:
         print(f"  {detail}")
     assert check.passed, "\n".join([check.figure, *check.details])
