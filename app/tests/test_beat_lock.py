@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -20,7 +21,7 @@ def _runs() -> list[float]:
 
 def _duplicates(runs: list[float]) -> list[tuple[float, float]]:
     """Pairs of runs closer than half an interval: the same due run sent twice."""
-    return [(a, b) for a, b in zip(runs, runs[1:], strict=False) if b - a < INTERVAL * 0.5]
+    return [(a, b) for a, b in itertools.pairwise(runs) if b - a < INTERVAL * 0.5]
 
 
 def test_two_beats_send_each_task_once(stack, service_env) -> None:
