@@ -107,11 +107,29 @@ def app(target: str) -> Host:
     return host(target)
 
 
-def chat(probe: Host, site: str, *messages: str, model: str = "fake-model") -> dict:
+@pytest.fixture
+def person(app: Host, target: str) -> tuple[str, str]:
+    """A user that only this host's tests sign in as. The site hands a person's untouched
+    conversation out again rather than a new one: the two hosts' tests, run at once as one
+    user, were given the same conversation, and the later message was refused as busy."""
+    name, password = f"probe-{target}", uuid.uuid4().hex
+    django(
+        app,
+        "from django.contrib.auth import get_user_model; "
+        f"u, _ = get_user_model().objects.get_or_create(username={name!r}); "
+        f"u.set_password({password!r}); u.save()",
+    )
+    return name, password
+
+
+def chat(
+    probe: Host, site: str, person: tuple[str, str], *messages: str, model: str = "fake-model"
+) -> dict:
     sends = " ".join(f"--message '{m}'" for m in messages)
+    user, password = person
     run = probe.run(
-        f"chatprobe --base {site} --forwarded-proto https --user {VARS['app_admin_username']} "
-        f"--password {VARS['app_admin_password']} --model {model} {sends}"
+        f"chatprobe --base {site} --forwarded-proto https --user {user} "
+        f"--password {password} --model {model} {sends}"
     )
     assert run.rc == 0, run.stderr
     return json.loads(run.stdout)
@@ -141,10 +159,10 @@ def test_anonymous_websocket_handshake_is_refused(probe: Host, site: str) -> Non
 
 
 def test_a_message_comes_back_as_a_reply_streamed_by_a_worker(
-    probe: Host, app: Host, site: str, target: str
+    probe: Host, app: Host, site: str, target: str, person: tuple[str, str]
 ) -> None:
     message = f"Hello from the app-tier scenario through {target} {uuid.uuid4().hex[:8]}"
-    result = chat(probe, site, message)
+    result = chat(probe, site, person, message)
     (reply,) = result["replies"]
     # The code and text first: pytest shortens a long dict and the reason would be cut off.
     assert reply["status"] == "complete", (reply.get("code"), reply.get("content"), reply)
@@ -173,12 +191,14 @@ def _replies_finished(app: Host) -> float:
     )
 
 
-def test_the_worker_of_the_host_streams_replies(probe: Host, app: Host, site: str) -> None:
+def test_the_worker_of_the_host_streams_replies(
+    probe: Host, app: Host, site: str, person: tuple[str, str]
+) -> None:
     """Both hosts' workers take from one queue: send replies until this host's worker has
     finished one."""
     before = _replies_finished(app)
     for _ in range(8):
-        chat(probe, site, "Which worker streams this?")
+        chat(probe, site, person, "Which worker streams this?")
         if _replies_finished(app) > before:
             return
     pytest.fail("the worker of this host finished no reply out of eight")
