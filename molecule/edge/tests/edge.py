@@ -147,7 +147,7 @@ def run_with_bad_inputs(
                 "edge_bad_input": {
                     "hosts": {
                         alias: {
-                            "ansible_connection": "community.docker.docker",
+                            "ansible_connection": "docker",  # the short name Mitogen takes over
                             "ansible_host": container,
                             **cases[case],
                         }
