@@ -17,21 +17,34 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(f"PARLEY_{name}") or os.environ.get(f"GUNICORN_{name}") or default
 
 
+def _whole_number(name: str, default: int) -> int:
+    """A count or a number of seconds; a malformed one stops Gunicorn naming the variable, not
+    with a bare int() traceback that leaves the reader to guess which setting it was."""
+    for variable in (f"PARLEY_{name}", f"GUNICORN_{name}"):
+        raw = os.environ.get(variable)
+        if raw:
+            try:
+                return int(raw)
+            except ValueError:
+                raise SystemExit(f"{variable} must be a whole number, got {raw!r}") from None
+    return default
+
+
 wsgi_app = "parley.asgi:application"
 bind = _env("BIND", "127.0.0.1:8000").split(",")
 # LLM traffic is I/O-bound and each Uvicorn worker is an event loop holding many sockets, so
 # one worker per core (plus one) rather than Gunicorn's 2n+1 for sync workers.
-workers = int(_env("WEB_CONCURRENCY", str(multiprocessing.cpu_count() + 1)))
+workers = _whole_number("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1)
 # Uvicorn workers that drain briefly on shutdown, so a restart resets no connection.
 worker_class = "parley.web_worker.DrainingUvicornWorker"
 # Recycle workers now and then (memory growth); the jitter keeps them from restarting together.
-max_requests = int(_env("MAX_REQUESTS", "2000"))
-max_requests_jitter = int(_env("MAX_REQUESTS_JITTER", "200"))
+max_requests = _whole_number("MAX_REQUESTS", 2000)
+max_requests_jitter = _whole_number("MAX_REQUESTS_JITTER", 200)
 # On TERM/HUP, open sockets get this long to finish; Uvicorn then closes WebSockets with 1012
 # and clients reconnect and resume.
-graceful_timeout = int(_env("GRACEFUL_TIMEOUT", "30"))
-timeout = int(_env("TIMEOUT", "60"))
-keepalive = int(_env("KEEPALIVE", "5"))
+graceful_timeout = _whole_number("GRACEFUL_TIMEOUT", 30)
+timeout = _whole_number("TIMEOUT", 60)
+keepalive = _whole_number("KEEPALIVE", 5)
 # Only these peers may set X-Forwarded-For/Proto (the lb's nginx).
 forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 proxy_allow_ips = forwarded_allow_ips

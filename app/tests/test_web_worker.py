@@ -271,3 +271,28 @@ def test_a_malformed_drain_time_is_refused_with_its_name() -> None:
     )  # fmt: skip
     assert result.returncode != 0
     assert "GUNICORN_SHUTDOWN_DRAIN_MS must be a whole number of milliseconds" in result.stderr
+
+
+def test_gunicorn_reads_its_counts_like_every_server_setting() -> None:
+    read = (
+        "import runpy; c = runpy.run_path('gunicorn.conf.py');"
+        " print(c['max_requests'], c['timeout'])"
+    )
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", read], cwd=APP_DIR, capture_output=True, text=True,
+        check=False, env={**os.environ, "PARLEY_MAX_REQUESTS": "", "GUNICORN_MAX_REQUESTS": "1234",
+                          "PARLEY_TIMEOUT": "77", "GUNICORN_TIMEOUT": "5"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1234", "77"]
+
+
+@pytest.mark.parametrize("variable", ["PARLEY_MAX_REQUESTS", "GUNICORN_GRACEFUL_TIMEOUT"])
+def test_a_malformed_count_stops_gunicorn_with_its_name(variable: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.endswith(variable.split("_", 1)[1])}
+    result = subprocess.run(
+        [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--check-config"],
+        cwd=APP_DIR, env={**env, variable: "2k"}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert f"{variable} must be a whole number, got '2k'" in result.stderr
