@@ -161,10 +161,11 @@ def _stuck_replies() -> list[Message]:
 
 
 @database_sync_to_async
-def _mark_stuck(reply_id: int, final_seq: int) -> bool:
+def _mark_stuck(reply_id: int, final_seq: int, content: str) -> bool:
     return (
         Message.objects.filter(pk=reply_id, status__in=Message.UNFINISHED).update(
             status=Message.Status.ERROR,
+            content=content,
             error_code="stuck",
             error_message="The reply was never finished (its worker was lost).",
             final_seq=final_seq,
@@ -182,13 +183,16 @@ async def reap_stuck_replies() -> int:
             publisher = replystream.ReplyPublisher(
                 reply.pk, str(reply.conversation_id), await replystream.last_seq(reply.pk)
             )
-            if await _mark_stuck(reply.pk, publisher.seq + 1):
+            # The text streamed before the worker was lost is kept, as a reply that fails
+            # keeps its partial text: the stored reply says what its readers saw.
+            content = await replystream.streamed_text(reply.pk)
+            if await _mark_stuck(reply.pk, publisher.seq + 1, content):
                 await publisher.publish(
                     "error",
                     code="stuck",
                     message="The reply was never finished (its worker was lost).",
-                    content=reply.content,
-                    html=render_markdown(reply.content),
+                    content=content,
+                    html=render_markdown(content),
                 )
                 reaped += 1
     finally:

@@ -40,6 +40,18 @@ async def read_frames(reply_id: int, after_seq: int) -> list[dict[str, Any]]:
     return [json.loads(fields[b"f"]) for _entry_id, fields in entries]
 
 
+async def streamed_text(reply_id: int) -> str:
+    """The text a reply's clients have been shown so far: its deltas joined, starting again
+    after a reset (the protocol's own rule for a client)."""
+    text: list[str] = []
+    for frame in await read_frames(reply_id, 0):
+        if frame["type"] == "delta":
+            if frame.get("reset"):
+                text.clear()
+            text.append(frame["text"])
+    return "".join(text)
+
+
 async def last_seq(reply_id: int) -> int:
     entries = await channel_redis().xrevrange(stream_key(reply_id), count=1)
     if not entries:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import socket
 
 from django.contrib.auth import get_user_model
@@ -11,7 +12,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from chat import tasks
+from chat import replystream, tasks
 from chat.models import (
     Conversation,
     DailyUsage,
@@ -19,6 +20,7 @@ from chat.models import (
     ProviderCheck,
     ProviderModel,
 )
+from chat.protocol import server_frame
 from chat.providers.registry import available_models
 from parley import celery_app
 from tests.chatclient import ChatSocket
@@ -144,23 +146,36 @@ def test_provider_health_check_refreshes_the_model_list(stack, settings) -> None
     assert [m.id for m in available_models()] == ["demo", "fake-large", "fake-model"]
 
 
-def test_reaper_ends_stuck_replies_and_tells_the_user(chat: ChatSocket, conversation) -> None:
+def test_reaper_ends_stuck_replies_and_tells_the_user(
+    chat: ChatSocket, conversation, redis_admin
+) -> None:
     user_message = Message.objects.create(conversation=conversation, role="user", content="q")
     stuck = Message.objects.create(
         conversation=conversation, role="assistant", reply_to=user_message, model="fake-model",
         status="generating", started_at=timezone.now() - dt.timedelta(hours=2),
     )  # fmt: skip
+    # What its lost worker streamed: a first try, a reset (the redelivery), then the new text.
+    streamed = [("Forgotten ", False), ("", True), ("Half of ", False), ("an answer", False)]
+    for seq, (text, reset) in enumerate(streamed, 1):
+        fields = {"reset": True} if reset else {}
+        frame = server_frame("delta", reply_id=stuck.pk, seq=seq, text=text, **fields)
+        redis_admin["channel_layer"].xadd(
+            replystream.stream_key(stuck.pk), {"f": json.dumps(frame)}, id=f"0-{seq}"
+        )
     fresh_message = Message.objects.create(conversation=conversation, role="user", content="q2")
     fresh = Message.objects.create(
         conversation=conversation, role="assistant", reply_to=fresh_message, model="fake-model",
         status="generating", started_at=timezone.now(),
     )  # fmt: skip
     tasks.reap_stuck_replies.delay()
-    error = chat.recv_until(lambda f: f.get("reply_id") == stuck.pk)
+    error = chat.recv_until(lambda f: f.get("reply_id") == stuck.pk and f["type"] != "delta")
     assert error["type"] == "error"
     assert error["code"] == "stuck"
+    # The text its readers saw stays, in the frame and in the database.
+    assert (error["seq"], error["content"]) == (len(streamed) + 1, "Half of an answer")
     stuck.refresh_from_db()
     assert stuck.status == Message.Status.ERROR
+    assert stuck.content == "Half of an answer"
     fresh.refresh_from_db()
     assert fresh.status == Message.Status.GENERATING
 
