@@ -8,6 +8,7 @@ in PostgreSQL, and Message.final_seq answers a resume that comes later than that
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -91,13 +92,28 @@ class ReplyPublisher:
     async def publish(self, frame_type: str, **fields: object) -> dict[str, Any]:
         self.seq += 1
         frame = server_frame(frame_type, reply_id=self.reply_id, seq=self.seq, **fields)
+        write = asyncio.ensure_future(self._store_and_send(frame))
+        try:
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # The reply is being stopped while this frame is on its way, and its number is
+            # taken: it lands before the caller stops, or the reply's last frame would follow
+            # a hole that nothing can fill.
+            await asyncio.wait([write])
+            if not write.cancelled():
+                # Retrieved, not raised: a Redis failing here fails the reply's end too,
+                # which is written next and handled there.
+                write.exception()
+            raise
+        return frame
+
+    async def _store_and_send(self, frame: dict[str, Any]) -> None:
         redis = channel_redis()
         key_name = stream_key(self.reply_id)
         async with redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(key_name, {"f": json.dumps(frame)}, id=f"0-{self.seq}")
+            pipe.xadd(key_name, {"f": json.dumps(frame)}, id=f"0-{frame['seq']}")
             pipe.expire(key_name, settings.STREAM_TTL)
             await pipe.execute()
         # group_send drops silently when a socket's channel is full; the seq numbers let the
         # consumer (and the client) notice and fill the gap from the stream.
         await self.layer.group_send(self.group, {"type": REPLY_EVENT, "frame": frame})
-        return frame

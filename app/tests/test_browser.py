@@ -9,12 +9,17 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.utils import timezone
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
-from chat.models import Message
+from chat import replystream
+from chat.models import Conversation, Message, conversation_group
+from chat.protocol import server_frame
 from tests.processes import WEB_PORT
 
 BASE = f"http://127.0.0.1:{WEB_PORT}"
@@ -158,6 +163,38 @@ def test_a_deploy_mid_reply_reconnects_and_resumes(page: Page, user, web) -> Non
     assert stored.status == Message.Status.COMPLETE
     # The streamed text was replaced by the rendered final reply: same words, none twice.
     assert reply.locator(".text").inner_text().split() == stored.content.split()
+
+
+def test_the_end_of_a_reply_ends_it_past_frames_never_stored(page: Page, user) -> None:
+    """A reply's end carries its whole text. Frames before it that were never stored (a
+    worker stopped mid-frame, Redis failing) cannot be resumed; the page must not wait for
+    them with the reply "generating" and the send button off."""
+    sign_in(page, user)
+    conversation = Conversation.objects.get(user=user)
+    question = Message.objects.create(conversation=conversation, role="user", content="q")
+    reply = Message.objects.create(
+        conversation=conversation, role="assistant", reply_to=question, status="generating"
+    )
+
+    def deliver(frame: dict) -> None:
+        # From a thread of its own: Playwright's sync API keeps an event loop in this one.
+        send = async_to_sync(get_channel_layer().group_send)
+        event = {"type": replystream.REPLY_EVENT, "frame": frame}
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(send, conversation_group(conversation.id), event).result()
+
+    deliver(server_frame("delta", reply_id=reply.pk, seq=1, text="the first "))
+    shown = page.locator(f'[data-reply-id="{reply.pk}"]')
+    expect(shown).to_have_class("message assistant generating")
+    expect(shown.locator(".text")).to_have_text("the first")
+    # Frame 2 is in no stream; the end (frame 3) has the whole text.
+    usage = {"prompt_tokens": 1, "completion_tokens": 5, "estimated": True}
+    text = "the first and the last"
+    deliver(server_frame("done", reply_id=reply.pk, seq=3, status="complete", content=text,
+                         html=f"<p>{text}</p>", usage=usage))  # fmt: skip
+    expect(shown).to_have_class("message assistant complete")
+    expect(shown.locator(".text")).to_have_text(text)
+    expect(page.locator("#send")).to_be_enabled()
 
 
 def test_a_refused_message_goes_back_into_the_composer(page: Page, user, redis_admin) -> None:

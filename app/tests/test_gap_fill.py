@@ -4,6 +4,8 @@ that goes silent before its end is looked up again, in its stream or in the data
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 
@@ -13,6 +15,7 @@ from channels.layers import get_channel_layer
 from chat import replystream
 from chat.models import Message, conversation_group
 from chat.protocol import server_frame
+from parley.redis_clients import close_channel_redis
 from tests.chatclient import ChatSocket
 
 
@@ -123,3 +126,30 @@ def test_a_reply_whose_every_frame_was_lost_still_arrives(
     ]
     store(redis_admin, frames)  # written, and every group message lost
     assert [chat.recv(timeout=15) for _ in range(2)] == frames
+
+
+def test_a_frame_on_its_way_when_the_reply_is_stopped_still_lands(
+    chat: ChatSocket, conversation, redis_admin
+) -> None:
+    """A stop cancels the streaming task wherever it is, even between numbering a delta and
+    storing it. The delta must land: the reply's end takes the next number, and a hole
+    before it is one no stream can fill."""
+    reply = new_reply(conversation, status="generating")
+
+    async def stop_while_sending() -> None:
+        publisher = replystream.ReplyPublisher(reply.pk, str(conversation.id), 0)
+        # This loop's first Redis command: the publish is still connecting when stopped.
+        sending = asyncio.ensure_future(publisher.publish("delta", text="cut off"))
+        await asyncio.sleep(0)
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
+        assert sending.cancelled()  # the stop still reaches the streaming task
+        await publisher.publish("done", status="cancelled", content="cut off", html="")
+        await close_channel_redis()
+        await get_channel_layer().close_pools()
+
+    asyncio.run(stop_while_sending())
+    stream = redis_admin["channel_layer"].xrange(replystream.stream_key(reply.pk))
+    assert [json.loads(fields[b"f"])["seq"] for _, fields in stream] == [1, 2]
+    assert [chat.recv(timeout=5)["type"] for _ in range(2)] == ["delta", "done"]

@@ -199,7 +199,10 @@
   function onReplyFrame(frame) {
     var reply = track(frame.reply_id, frame.model);
     if (frame.seq <= reply.seq) { return; }            // already have it
-    if (frame.seq > reply.seq + 1) {                   // a gap: ask for what is missing
+    // A gap before a delta: ask for what is missing. The end of a reply (done or error)
+    // carries its whole text, so it ends the reply even past a gap: waiting for frames that
+    // were never stored would leave the reply "generating" for good.
+    if (frame.seq > reply.seq + 1 && frame.type === "delta") {
       send({ type: "resume", reply_id: frame.reply_id, after_seq: reply.seq });
       return;
     }
