@@ -15,7 +15,7 @@ import uuid
 
 import redis
 from django.conf import settings
-from django_celery_beat.schedulers import DatabaseScheduler
+from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +64,20 @@ class LockedDatabaseScheduler(DatabaseScheduler):
             if held:
                 # Reread every entry's last run from the database: the previous leader ran
                 # them since this process loaded its copy (beat_sync_every=1 keeps it current).
+                # The heap is rebuilt from that too: one left from an earlier lead is stale.
                 self._initial_read = True
+                self._heap = None
         self.is_leader = held
         return held
+
+    def reserve(self, entry: ModelEntry) -> ModelEntry:
+        new_entry = super().reserve(entry)
+        # django-celery-beat leaves the schedule holding the entry as it was before this run
+        # (Celery's own scheduler replaces it). When a change it notices makes it rebuild the
+        # heap from the schedule on the next tick, that stale entry is due again and the task
+        # is sent twice: seen with two Beats starting together, 80 ms apart.
+        self._schedule[new_entry.name] = new_entry
+        return new_entry
 
     def tick(self, *args: object, **kwargs: object) -> float:
         if not self._hold_lock():
