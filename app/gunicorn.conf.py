@@ -13,21 +13,30 @@ import tempfile
 from pathlib import Path
 
 
+def _setting(name: str) -> tuple[str, str] | None:
+    """The variable that sets `name` and its value: PARLEY_ before GUNICORN_, empty is unset."""
+    for variable in (f"PARLEY_{name}", f"GUNICORN_{name}"):
+        if raw := os.environ.get(variable):
+            return variable, raw
+    return None
+
+
 def _env(name: str, default: str) -> str:
-    return os.environ.get(f"PARLEY_{name}") or os.environ.get(f"GUNICORN_{name}") or default
+    found = _setting(name)
+    return found[1] if found else default
 
 
 def _whole_number(name: str, default: int) -> int:
     """A count or a number of seconds; a malformed one stops Gunicorn naming the variable, not
     with a bare int() traceback that leaves the reader to guess which setting it was."""
-    for variable in (f"PARLEY_{name}", f"GUNICORN_{name}"):
-        raw = os.environ.get(variable)
-        if raw:
-            try:
-                return int(raw)
-            except ValueError:
-                raise SystemExit(f"{variable} must be a whole number, got {raw!r}") from None
-    return default
+    found = _setting(name)
+    if found is None:
+        return default
+    variable, raw = found
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{variable} must be a whole number, got {raw!r}") from None
 
 
 wsgi_app = "parley.asgi:application"
