@@ -24,17 +24,25 @@ from parley.redis_clients import close_channel_redis
 logger = logging.getLogger(__name__)
 
 PROVIDER_CHECK_RETENTION = dt.timedelta(days=7)
+# "New chat" makes a conversation at once; one never written in is dropped after this long
+# (whatever the retention: it holds nothing to keep).
+EMPTY_CONVERSATION_TTL = dt.timedelta(days=1)
 # Grace beyond the hard time limit before a reply counts as stuck: a worker that is alive has
 # ended it by then.
 REAPER_GRACE = dt.timedelta(seconds=60)
 
 
 def purge_old_conversations() -> int:
-    """Delete conversations untouched for PARLEY_RETENTION_DAYS (0 keeps everything)."""
-    ProviderCheck.objects.filter(checked_at__lt=timezone.now() - PROVIDER_CHECK_RETENTION).delete()
+    """Delete conversations untouched for PARLEY_RETENTION_DAYS (0 keeps everything), and
+    empty ones left for a day."""
+    now = timezone.now()
+    ProviderCheck.objects.filter(checked_at__lt=now - PROVIDER_CHECK_RETENTION).delete()
+    Conversation.objects.filter(
+        updated_at__lt=now - EMPTY_CONVERSATION_TTL, messages__isnull=True
+    ).delete()
     if settings.RETENTION_DAYS <= 0:
         return 0
-    cutoff = timezone.now() - dt.timedelta(days=settings.RETENTION_DAYS)
+    cutoff = now - dt.timedelta(days=settings.RETENTION_DAYS)
     old = Conversation.objects.filter(updated_at__lt=cutoff)
     count = old.count()
     old.delete()

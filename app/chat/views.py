@@ -40,15 +40,19 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def new_conversation(request: HttpRequest) -> HttpResponse:
-    # Reuse an untouched conversation rather than piling up empty ones.
-    empty = (
-        Conversation.objects.filter(user=request.user)
-        .annotate(message_count=Count("messages"))
-        .filter(message_count=0)
-        .first()
-    )
-    conversation = empty or Conversation.objects.create(user=request.user)
+    # Pressed on a chat nobody has written in yet, "New chat" stays there instead of piling up
+    # empty ones; anywhere else it is a conversation of its own, so two tabs never share one.
+    current = _empty_conversation(request, request.POST.get("from", ""))
+    conversation = current or Conversation.objects.create(user=request.user)
     return redirect("chat:conversation", conversation_id=conversation.id)
+
+
+def _empty_conversation(request: HttpRequest, conversation_id: str) -> Conversation | None:
+    try:
+        wanted = uuid.UUID(conversation_id)
+    except ValueError:
+        return None
+    return Conversation.objects.filter(user=request.user, pk=wanted, messages__isnull=True).first()
 
 
 @login_required

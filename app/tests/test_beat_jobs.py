@@ -76,9 +76,15 @@ def test_purge_deletes_only_old_conversations(stack, user) -> None:
     Conversation.objects.filter(pk=old.pk).update(updated_at=timezone.now() - dt.timedelta(days=91))
     Message.objects.create(conversation=old, role="user", content="forget me")
     recent = Conversation.objects.create(user=user, title="recent")
+    # "New chat" pressed yesterday and never written in; one from just now may still be.
+    left_empty = Conversation.objects.create(user=user)
+    Conversation.objects.filter(pk=left_empty.pk).update(
+        updated_at=timezone.now() - dt.timedelta(days=1, minutes=1)
+    )
     tasks.purge_old_conversations.delay()
     wait_until(lambda: not Conversation.objects.filter(pk=old.pk).exists(), 30, "the purge")
     assert Conversation.objects.filter(pk=recent.pk).exists()
+    assert not Conversation.objects.filter(pk=left_empty.pk).exists()
     assert not Message.objects.filter(content="forget me").exists()
 
 

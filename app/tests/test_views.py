@@ -11,13 +11,33 @@ def test_pages_require_sign_in(client, transactional_db) -> None:
     assert response["Location"] == "/login/?next=/"
 
 
-def test_new_chat_reuses_an_empty_conversation(client, user) -> None:
+def test_new_chat_on_an_empty_chat_stays_there(client, user) -> None:
     client.force_login(user)
     first = client.post("/c/new/")
-    second = client.post("/c/new/")
-    assert first["Location"] == second["Location"]
+    page = client.get(first["Location"]).text
+    current = first["Location"].split("/")[2]
+    assert f'name="from" value="{current}"' in page
+    again = client.post("/c/new/", {"from": current})
+    assert again["Location"] == first["Location"]
     assert Conversation.objects.filter(user=user).count() == 1
     assert client.get("/")["Location"] == first["Location"]
+
+
+def test_new_chat_from_two_tabs_gives_two_conversations(client, user) -> None:
+    client.force_login(user)
+    # Two tabs on the same written-in chat press "New chat": each gets a chat of its own.
+    written = Conversation.objects.create(user=user)
+    Message.objects.create(conversation=written, role="user", content="Hi")
+    one = client.post("/c/new/", {"from": str(written.id)})
+    two = client.post("/c/new/", {"from": str(written.id)})
+    assert one["Location"] != two["Location"]
+    # Someone else's empty chat, or a malformed id, is never handed out.
+    stranger = user.__class__.objects.create_user(username="stranger", password="p-a-s-s-1")
+    theirs = Conversation.objects.create(user=stranger)
+    mine = client.post("/c/new/", {"from": str(theirs.id)})
+    assert str(theirs.id) not in mine["Location"]
+    assert client.post("/c/new/", {"from": "not-a-uuid"}).status_code == 302
+    assert Conversation.objects.filter(user=user).count() == 5
 
 
 def test_conversation_page_lists_messages_and_models(client, user, conversation) -> None:
