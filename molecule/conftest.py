@@ -80,10 +80,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
+# The last lines of each *.log file under /var/log written since {since} (the journal's files
+# aside), each under a header naming it.
+RECENT_LOG_FILES = (
+    "find /var/log -path /var/log/journal -prune -o -type f -name '*.log' -newermt @{since} -print"
+    ' | while read -r f; do echo; echo "==> $f <=="; tail -n 200 "$f"; done'
+)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     """When a test fails, keep every scenario host's journal of the time it ran (in
-    .artifacts/<scenario>/journals/): the containers are gone when someone reads the report."""
+    .artifacts/<scenario>/journals/): the containers are gone when someone reads the report.
+    Services that log to files of their own (nginx, PostgreSQL, Redis) are not in the journal:
+    the end of every log file written while the test ran is kept with it."""
     began = time.time()
     outcome = yield
     if outcome.excinfo is None or outcome.excinfo[0] is pytest.skip.Exception:
@@ -94,11 +104,18 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     folder.mkdir(parents=True, exist_ok=True)
     test = item.name.split("@")[0].replace("/", "_")
     for name in (_inventory().get("all") or {}).get("hosts") or {}:
+        since = int(began) - 5
         journal = subprocess.run(
-            ["docker", "exec", name, "journalctl", "--no-pager", "--since", f"@{int(began) - 5}"],
+            ["docker", "exec", name, "journalctl", "--no-pager", "--since", f"@{since}"],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
-        (folder / f"{test}.{name}.log").write_text(journal.stdout + journal.stderr)
+        log_files = subprocess.run(
+            ["docker", "exec", name, "sh", "-c", RECENT_LOG_FILES.format(since=since)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        (folder / f"{test}.{name}.log").write_text(
+            journal.stdout + journal.stderr + log_files.stdout + log_files.stderr
+        )
 
 
 def summary_file() -> Path:
