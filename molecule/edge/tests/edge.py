@@ -55,13 +55,13 @@ def probe_name() -> str:
 
 def install_probe_files(probe: Host) -> None:
     """Copy the probe-side scripts and fetch Pebble's root (idempotent; each xdist worker
-    may do it, the content is the same)."""
+    may do it, the content is the same). Each file is written beside its place and moved in,
+    so a worker never runs a script another worker is halfway through copying."""
     assert probe.run(f"mkdir -p {PROBE_DIR}").rc == 0
     for script in (SCENARIO / "tests" / "probe").glob("*.py"):
-        subprocess.run(
-            ["docker", "cp", str(script), f"{probe_name()}:{PROBE_DIR}/{script.name}"],
-            check=True,
-        )
+        staged = f"{PROBE_DIR}/.{script.name}.{os.getpid()}"
+        subprocess.run(["docker", "cp", str(script), f"{probe_name()}:{staged}"], check=True)
+        assert probe.run(f"mv {staged} {PROBE_DIR}/{script.name}").rc == 0
     fetched = probe.run(
         "curl -sS --fail --cacert /root/pebble-listener-ca.crt "
         f"https://edge-acme:15000/roots/0 -o {ROOT_CA}.$$ && mv {ROOT_CA}.$$ {ROOT_CA}"

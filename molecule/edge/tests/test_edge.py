@@ -178,10 +178,12 @@ def test_the_app_is_told_who_asked_and_how(client: Host, target: str) -> None:
 
 def test_large_bodies_are_refused(client: Host, target: str) -> None:
     name = own_name(target)
-    client.run(f"head -c 2097152 /dev/zero > {PROBE_DIR}/2m.bin")
+    # One file per target: both lb hosts run this test at once on the same probe, and a body
+    # rewritten while curl sends it no longer matches its Content-Length (nginx: 400).
+    body = f"{PROBE_DIR}/2m-{target}.bin"
+    client.run(f"head -c 2097152 /dev/zero > {body}")
     rc, out, err = curl(
-        client,
-        f"-o /dev/null -w '%{{http_code}}' --data-binary @{PROBE_DIR}/2m.bin https://{name}/",
+        client, f"-o /dev/null -w '%{{http_code}}' --data-binary @{body} https://{name}/"
     )
     assert rc == 0, err
     assert out == "413"
