@@ -37,17 +37,20 @@ def purge_old_conversations() -> int:
     empty ones left for a day."""
     now = timezone.now()
     ProviderCheck.objects.filter(checked_at__lt=now - PROVIDER_CHECK_RETENTION).delete()
-    Conversation.objects.filter(
+    empty = Conversation.objects.filter(
         updated_at__lt=now - EMPTY_CONVERSATION_TTL, messages__isnull=True
-    ).delete()
+    )
+    emptied = empty.count()
+    empty.delete()
+    logger.info("Purged %d conversations left empty", emptied)
     if settings.RETENTION_DAYS <= 0:
-        return 0
+        return emptied
     cutoff = now - dt.timedelta(days=settings.RETENTION_DAYS)
     old = Conversation.objects.filter(updated_at__lt=cutoff)
     count = old.count()
     old.delete()
     logger.info("Purged %d conversations untouched since %s", count, cutoff)
-    return count
+    return emptied + count
 
 
 def _percentile(values: list[int], fraction: float) -> int | None:
