@@ -103,8 +103,8 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     folder = project / ".artifacts" / scenario / "journals"
     folder.mkdir(parents=True, exist_ok=True)
     test = item.name.split("@")[0].replace("/", "_")
+    since = int(began) - 5
     for name in (_inventory().get("all") or {}).get("hosts") or {}:
-        since = int(began) - 5
         journal = subprocess.run(
             ["docker", "exec", name, "journalctl", "--no-pager", "--since", f"@{since}"],
             capture_output=True, text=True, timeout=60, check=False,
