@@ -6,6 +6,7 @@ that model output can never run script (the XSS payload below is echoed by the f
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 from collections.abc import Iterator
@@ -14,10 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.contrib.sessions.models import Session
 from django.utils import timezone
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
-from chat import replystream
+from chat import jobs, replystream
 from chat.models import Conversation, Message, conversation_group
 from chat.protocol import server_frame
 from tests.processes import WEB_PORT
@@ -68,6 +70,9 @@ def page(browser: Browser, stack: None) -> Iterator[Page]:
             if "Content Security Policy" in message.text else None)  # fmt: skip
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))  # type: ignore[attr-defined]
     yield page
+    # A request the page still makes as it closes (a socket's close, then the page asking why)
+    # must not fail the next test from its route handler.
+    page.unroute_all(behavior="ignoreErrors")
     context.close()
 
 
@@ -253,3 +258,70 @@ def test_a_send_lost_with_the_socket_is_sent_again_once(page: Page, user, mode: 
     assert reply.locator(".text").inner_text().split() == stored[1].content.split()
     assert page.locator(".message.user").get_attribute("data-message-id") == str(stored[0].pk)
     assert page.csp_violations == []  # type: ignore[attr-defined]
+
+
+def test_an_empty_chat_purged_under_the_page_gives_way_to_a_new_one(page: Page, user) -> None:
+    """The nightly purge drops chats left empty for a day, one open in a forgotten tab too:
+    the message typed there moves to a new chat instead of failing."""
+    sign_in(page, user)
+    gone = Conversation.objects.get(user=user)
+    Conversation.objects.filter(pk=gone.pk).update(updated_at=timezone.now() - dt.timedelta(days=2))
+    jobs.purge_old_conversations()
+    assert not Conversation.objects.filter(pk=gone.pk).exists()
+
+    page.fill("#prompt", "still there? [fakellm:tokens=20]")
+    page.click("#send")
+    expect(page).not_to_have_url(f"{BASE}/c/{gone.pk}/")
+    expect(page.locator("#connection")).to_have_text("Connected")
+    expect(page.locator("#prompt")).to_have_value("still there? [fakellm:tokens=20]")
+    page.select_option("#model", "fake-model")
+    page.click("#send")
+    expect(page.locator(".message.assistant").last).to_have_class(
+        "message assistant complete", timeout=20_000
+    )
+    (new,) = Conversation.objects.filter(user=user)
+    assert page.url == f"{BASE}/c/{new.pk}/"
+    assert [m.role for m in new.messages.order_by("id")] == ["user", "assistant"]
+    assert page.csp_violations == []  # type: ignore[attr-defined]
+
+
+def watch_sockets(page: Page) -> list[str]:
+    opened: list[str] = []
+    page.on("websocket", lambda socket: opened.append(socket.url))
+    return opened
+
+
+def test_a_chat_deleted_elsewhere_says_so_and_stops_reconnecting(page: Page, user, web) -> None:
+    sign_in(page, user)
+    page.select_option("#model", "fake-model")
+    page.fill("#prompt", "keep this on screen [fakellm:tokens=10]")
+    page.click("#send")
+    expect(page.locator(".message.assistant").last).to_have_class(
+        "message assistant complete", timeout=20_000
+    )
+    Conversation.objects.filter(user=user).delete()  # "Delete" pressed in another tab
+    page.fill("#prompt", "typed before it went")
+    opened = watch_sockets(page)
+    # A deploy closes the socket; the handshake of the reconnect is refused (HTTP 403).
+    os.kill(web.pid, signal.SIGHUP)
+    expect(page.locator("#connection")).to_have_text("Deleted", timeout=30_000)
+    expect(page.locator("#error-line")).to_contain_text("This chat no longer exists")
+    expect(page.locator(".message.assistant")).to_have_count(1)
+    expect(page.locator("#prompt")).to_have_value("typed before it went")
+    expect(page.locator("#send")).to_be_disabled()
+    tries = len(opened)
+    page.wait_for_timeout(3_000)  # the retry loop would have tried again by now
+    assert len(opened) == tries
+    assert not Conversation.objects.filter(user=user).exists()
+
+
+def test_a_page_whose_session_ended_says_signed_out(page: Page, user, web) -> None:
+    sign_in(page, user)
+    opened = watch_sockets(page)
+    Session.objects.all().delete()
+    os.kill(web.pid, signal.SIGHUP)
+    expect(page.locator("#connection")).to_have_text("Signed out", timeout=30_000)
+    expect(page.locator("#error-line")).to_contain_text("sign in again")
+    tries = len(opened)
+    page.wait_for_timeout(3_000)
+    assert len(opened) == tries

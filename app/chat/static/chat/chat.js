@@ -11,6 +11,8 @@
   "use strict";
 
   var PROTOCOL = 1;
+  // What was typed in a chat that turned out to be gone, for the new chat that replaces it.
+  var DRAFT_KEY = "parley.draft";
   var ACK_TIMEOUT_MS = 10000;  // an open socket that has not answered a send: send it again
   var root = document.getElementById("chat");
   if (!root) { return; }
@@ -28,6 +30,7 @@
   var demoBanner = document.getElementById("demo-banner");
 
   var socket = null;
+  var stopped = false;     // the chat is gone or the session is: the page stays as it is
   var retries = 0;
   var nextId = 1;
   var replies = {};        // reply id -> {el, seq, text, done}
@@ -248,6 +251,13 @@
         updateControls();
       }
       showError(frame.message);
+      // Perhaps the chat was deleted under this open socket (or only a reply was missing: then
+      // the page finds the chat still there and nothing changes).
+      if (frame.code === "not_found") {
+        conversationState().then(function (state) {
+          if (state === "gone") { conversationGone(); }
+        });
+      }
     }
   }
 
@@ -270,12 +280,63 @@
     return parts.length ? "?resume=" + parts.join(",") : "";
   }
 
+  // Why a socket was refused: the browser reports every refused handshake as code 1006, so
+  // ask the page's own address. 404: this chat is gone (deleted in another tab, or an empty
+  // chat the nightly purge removed); a redirect: to the login page. Anything else, a network
+  // error included, is an outage the reconnect loop rides out.
+  // No more reconnecting, nor sending: the page has nothing left to talk to.
+  function stop() {
+    stopped = true;
+    if (socket) { socket.close(); }
+  }
+
+  function conversationState() {
+    return window.fetch(window.location.pathname, {
+      method: "HEAD", credentials: "same-origin", redirect: "manual", cache: "no-store"
+    }).then(function (response) {
+      if (response.type === "opaqueredirect") { return "signed-out"; }
+      return response.status === 404 ? "gone" : "here";
+    }, function () { return "here"; });
+  }
+
+  // This chat no longer exists. One nobody wrote in yet is replaced by a new one, with what
+  // was typed carried over (the purge drops chats left empty for a day, possibly under a page
+  // left open); one with messages stays on screen, read-only, and says why.
+  function conversationGone() {
+    stop();
+    var draft = pendingSend ? pendingSend.text : prompt.value;
+    if (!list.querySelector(".message")) {
+      if (draft) { window.sessionStorage.setItem(DRAFT_KEY, draft); }
+      setConnection("closed", "Opening a new chat…");
+      document.getElementById("new-chat").form.submit();
+      return;
+    }
+    if (pendingSend) {
+      window.clearTimeout(pendingSend.timer);
+      pendingSend.el.remove();
+      pendingSend = null;
+    }
+    prompt.value = draft;
+    prompt.readOnly = true;
+    sendButton.disabled = regenerateButton.disabled = true;
+    setConnection("closed", "Deleted");
+    showError("This chat no longer exists: it was deleted, perhaps in another tab.", "gone");
+  }
+
+  function signedOut() {
+    stop();
+    setConnection("closed", "Signed out");
+    showError("You are signed out; sign in again to go on.", "signed-out");
+  }
+
   function connect() {
     var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
     var url = scheme + window.location.host + "/ws/chat/" + conversationId + "/" + resumeQuery();
+    var opened = false;
     setConnection("connecting", retries ? "Reconnecting…" : "Connecting…");
     socket = new WebSocket(url);
     socket.addEventListener("open", function () {
+      opened = true;
       retries = 0;
       setConnection("open", "Connected");
       clearError("connection");
@@ -287,24 +348,29 @@
       try { frame = JSON.parse(event.data); } catch (e) { return; }
       onFrame(frame);
     });
-    socket.addEventListener("close", function (event) {
+    socket.addEventListener("close", function () {
       socket = null;
-      if (event.code === 4401 || event.code === 4404) {
-        setConnection("closed", "Signed out");
-        return;
-      }
+      if (stopped) { return; }
       // Exponential backoff with jitter; a deploy closes sockets with 1012 and we come back.
       retries += 1;
       var delay = Math.min(10000, 250 * Math.pow(2, retries)) * (0.5 + Math.random() / 2);
       setConnection("reconnecting", "Reconnecting…");
-      window.setTimeout(connect, delay);
+      if (opened) {
+        window.setTimeout(connect, delay);
+        return;
+      }
+      conversationState().then(function (state) {
+        if (state === "gone") { conversationGone(); } else if (state === "signed-out") {
+          signedOut();
+        } else { window.setTimeout(connect, delay); }
+      });
     });
   }
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     var text = prompt.value;
-    if (!text.trim() || activeReply !== null || pendingSend !== null) { return; }
+    if (stopped || !text.trim() || activeReply !== null || pendingSend !== null) { return; }
     clearError();
     var clientId = refused && refused.text === text ? refused.clientId : randomUUID();
     refused = null;
@@ -344,6 +410,11 @@
     var pendingEl = list.querySelector('[data-reply-id="' + pending + '"]');
     replies[pending] = { el: pendingEl, seq: 0, text: "", done: false };
     activeReply = pending;
+  }
+  var draft = window.sessionStorage.getItem(DRAFT_KEY);
+  if (draft !== null) {
+    window.sessionStorage.removeItem(DRAFT_KEY);
+    if (!prompt.value) { prompt.value = draft; }
   }
   updateControls();
   connect();
