@@ -58,6 +58,10 @@ def _empty_conversation(request: HttpRequest, conversation_id: str) -> Conversat
 @login_required
 def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     current = get_object_or_404(Conversation, pk=conversation_id, user=request.user)
+    if request.method == "HEAD":
+        # The chat page asks this each time its socket is refused, through a whole outage:
+        # whether the chat still exists is all it wants, so the page is not rendered.
+        return HttpResponse()
     messages = list(
         current.messages.filter(superseded_at__isnull=True).order_by("created_at", "id")
     )

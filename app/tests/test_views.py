@@ -66,3 +66,20 @@ def test_delete_conversation(client, user, conversation) -> None:
     client.force_login(user)
     assert client.post(f"/c/{conversation.id}/delete/").status_code == 302
     assert not Conversation.objects.filter(pk=conversation.pk).exists()
+
+
+def test_head_says_only_whether_the_chat_is_there(
+    client, user, conversation, django_user_model, django_assert_num_queries
+) -> None:
+    """What the chat page asks when its socket is refused: here (200), gone (404), or
+    signed out (a redirect to the login page), without rendering the page."""
+    client.force_login(user)
+    with django_assert_num_queries(3):  # the session, its user, the conversation
+        here = client.head(f"/c/{conversation.id}/")
+    assert here.status_code == 200
+    assert here.content == b""
+    other = django_user_model.objects.create_user(username="other", password="p-a-s-s-1")
+    client.force_login(other)
+    assert client.head(f"/c/{conversation.id}/").status_code == 404
+    client.logout()
+    assert client.head(f"/c/{conversation.id}/")["Location"].startswith("/login/")
