@@ -280,16 +280,16 @@
     return parts.length ? "?resume=" + parts.join(",") : "";
   }
 
-  // Why a socket was refused: the browser reports every refused handshake as code 1006, so
-  // ask the page's own address. 404: this chat is gone (deleted in another tab, or an empty
-  // chat the nightly purge removed); a redirect: to the login page. Anything else, a network
-  // error included, is an outage the reconnect loop rides out.
   // No more reconnecting, nor sending: the page has nothing left to talk to.
   function stop() {
     stopped = true;
     if (socket) { socket.close(); }
   }
 
+  // Why a socket was refused: the browser reports every refused handshake as code 1006, so
+  // ask the page's own address. 404: this chat is gone (deleted in another tab, or an empty
+  // chat the nightly purge removed); a redirect: to the login page. Anything else, a network
+  // error included, is an outage the reconnect loop rides out.
   function conversationState() {
     return window.fetch(window.location.pathname, {
       method: "HEAD", credentials: "same-origin", redirect: "manual", cache: "no-store"
