@@ -325,3 +325,17 @@ def test_a_page_whose_session_ended_says_signed_out(page: Page, user, web) -> No
     tries = len(opened)
     page.wait_for_timeout(3_000)
     assert len(opened) == tries
+
+
+def test_a_browser_refusing_session_storage_still_chats(page: Page, user) -> None:
+    # Site data blocked: touching sessionStorage throws, as in browsers set that way.
+    page.add_init_script("""Object.defineProperty(window, "sessionStorage", {
+        get() { throw new DOMException("blocked", "SecurityError"); }
+    });""")
+    sign_in(page, user)
+    page.select_option("#model", "fake-model")
+    page.fill("#prompt", "no storage here [fakellm:tokens=10]")
+    page.click("#send")
+    expect(page.locator(".message.assistant").last).to_have_class(
+        "message assistant complete", timeout=20_000
+    )

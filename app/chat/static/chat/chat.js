@@ -280,6 +280,20 @@
     return parts.length ? "?resume=" + parts.join(",") : "";
   }
 
+  // A browser may refuse session storage (site data blocked): the draft is then not carried
+  // over, and the page works on.
+  function saveDraft(text) {
+    try { window.sessionStorage.setItem(DRAFT_KEY, text); } catch (e) { /* not carried */ }
+  }
+
+  function takeDraft() {
+    try {
+      var text = window.sessionStorage.getItem(DRAFT_KEY);
+      window.sessionStorage.removeItem(DRAFT_KEY);
+      return text;
+    } catch (e) { return null; }
+  }
+
   // No more reconnecting, nor sending: the page has nothing left to talk to.
   function stop() {
     stopped = true;
@@ -306,7 +320,7 @@
     stop();
     var draft = pendingSend ? pendingSend.text : prompt.value;
     if (!list.querySelector(".message")) {
-      if (draft) { window.sessionStorage.setItem(DRAFT_KEY, draft); }
+      if (draft) { saveDraft(draft); }
       setConnection("closed", "Opening a new chat…");
       document.getElementById("new-chat").form.submit();
       return;
@@ -411,11 +425,8 @@
     replies[pending] = { el: pendingEl, seq: 0, text: "", done: false };
     activeReply = pending;
   }
-  var draft = window.sessionStorage.getItem(DRAFT_KEY);
-  if (draft !== null) {
-    window.sessionStorage.removeItem(DRAFT_KEY);
-    if (!prompt.value) { prompt.value = draft; }
-  }
+  var draft = takeDraft();
+  if (draft !== null && !prompt.value) { prompt.value = draft; }
   updateControls();
   connect();
 })();
