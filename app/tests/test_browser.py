@@ -260,6 +260,22 @@ def test_a_send_lost_with_the_socket_is_sent_again_once(page: Page, user, mode: 
     assert page.csp_violations == []  # type: ignore[attr-defined]
 
 
+def chat_once(page: Page, text: str) -> None:
+    """Send `text` to the fake model and wait for the whole reply."""
+    page.select_option("#model", "fake-model")
+    page.fill("#prompt", text)
+    page.click("#send")
+    expect(page.locator(".message.assistant").last).to_have_class(
+        "message assistant complete", timeout=20_000
+    )
+
+
+def assert_no_more_tries(page: Page, opened: list[str]) -> None:
+    tries = len(opened)
+    page.wait_for_timeout(3_000)  # the retry loop would have tried again by now
+    assert len(opened) == tries
+
+
 def test_an_empty_chat_purged_under_the_page_gives_way_to_a_new_one(page: Page, user) -> None:
     """The nightly purge drops chats left empty for a day, one open in a forgotten tab too:
     the message typed there moves to a new chat instead of failing."""
@@ -274,11 +290,7 @@ def test_an_empty_chat_purged_under_the_page_gives_way_to_a_new_one(page: Page, 
     expect(page).not_to_have_url(f"{BASE}/c/{gone.pk}/")
     expect(page.locator("#connection")).to_have_text("Connected")
     expect(page.locator("#prompt")).to_have_value("still there? [fakellm:tokens=20]")
-    page.select_option("#model", "fake-model")
-    page.click("#send")
-    expect(page.locator(".message.assistant").last).to_have_class(
-        "message assistant complete", timeout=20_000
-    )
+    chat_once(page, "still there? [fakellm:tokens=20]")
     (new,) = Conversation.objects.filter(user=user)
     assert page.url == f"{BASE}/c/{new.pk}/"
     assert [m.role for m in new.messages.order_by("id")] == ["user", "assistant"]
@@ -293,12 +305,7 @@ def watch_sockets(page: Page) -> list[str]:
 
 def test_a_chat_deleted_elsewhere_says_so_and_stops_reconnecting(page: Page, user, web) -> None:
     sign_in(page, user)
-    page.select_option("#model", "fake-model")
-    page.fill("#prompt", "keep this on screen [fakellm:tokens=10]")
-    page.click("#send")
-    expect(page.locator(".message.assistant").last).to_have_class(
-        "message assistant complete", timeout=20_000
-    )
+    chat_once(page, "keep this on screen [fakellm:tokens=10]")
     Conversation.objects.filter(user=user).delete()  # "Delete" pressed in another tab
     page.fill("#prompt", "typed before it went")
     opened = watch_sockets(page)
@@ -309,9 +316,7 @@ def test_a_chat_deleted_elsewhere_says_so_and_stops_reconnecting(page: Page, use
     expect(page.locator(".message.assistant")).to_have_count(1)
     expect(page.locator("#prompt")).to_have_value("typed before it went")
     expect(page.locator("#send")).to_be_disabled()
-    tries = len(opened)
-    page.wait_for_timeout(3_000)  # the retry loop would have tried again by now
-    assert len(opened) == tries
+    assert_no_more_tries(page, opened)
     assert not Conversation.objects.filter(user=user).exists()
 
 
@@ -322,9 +327,7 @@ def test_a_page_whose_session_ended_says_signed_out(page: Page, user, web) -> No
     os.kill(web.pid, signal.SIGHUP)
     expect(page.locator("#connection")).to_have_text("Signed out", timeout=30_000)
     expect(page.locator("#error-line")).to_contain_text("sign in again")
-    tries = len(opened)
-    page.wait_for_timeout(3_000)
-    assert len(opened) == tries
+    assert_no_more_tries(page, opened)
 
 
 def test_a_browser_refusing_session_storage_still_chats(page: Page, user) -> None:
@@ -333,9 +336,4 @@ def test_a_browser_refusing_session_storage_still_chats(page: Page, user) -> Non
         get() { throw new DOMException("blocked", "SecurityError"); }
     });""")
     sign_in(page, user)
-    page.select_option("#model", "fake-model")
-    page.fill("#prompt", "no storage here [fakellm:tokens=10]")
-    page.click("#send")
-    expect(page.locator(".message.assistant").last).to_have_class(
-        "message assistant complete", timeout=20_000
-    )
+    chat_once(page, "no storage here [fakellm:tokens=10]")
