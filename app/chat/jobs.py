@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from chat import replystream
@@ -37,20 +37,24 @@ def purge_old_conversations() -> int:
     empty ones left for a day."""
     now = timezone.now()
     ProviderCheck.objects.filter(checked_at__lt=now - PROVIDER_CHECK_RETENTION).delete()
-    empty = Conversation.objects.filter(
-        updated_at__lt=now - EMPTY_CONVERSATION_TTL, messages__isnull=True
+    emptied = _delete_conversations(
+        Conversation.objects.filter(
+            updated_at__lt=now - EMPTY_CONVERSATION_TTL, messages__isnull=True
+        )
     )
-    emptied = empty.count()
-    empty.delete()
     logger.info("Purged %d conversations left empty", emptied)
     if settings.RETENTION_DAYS <= 0:
         return emptied
     cutoff = now - dt.timedelta(days=settings.RETENTION_DAYS)
-    old = Conversation.objects.filter(updated_at__lt=cutoff)
-    count = old.count()
-    old.delete()
+    count = _delete_conversations(Conversation.objects.filter(updated_at__lt=cutoff))
     logger.info("Purged %d conversations untouched since %s", count, cutoff)
     return emptied + count
+
+
+def _delete_conversations(conversations: QuerySet[Conversation]) -> int:
+    """Delete them (their messages go with them) and say how many conversations went."""
+    _, deleted = conversations.delete()
+    return deleted.get(Conversation._meta.label, 0)
 
 
 def _percentile(values: list[int], fraction: float) -> int | None:

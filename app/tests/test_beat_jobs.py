@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from chat import replystream, tasks
+from chat import jobs, replystream, tasks
 from chat.models import (
     Conversation,
     DailyUsage,
@@ -86,6 +86,19 @@ def test_purge_deletes_only_old_conversations(stack, user) -> None:
     assert Conversation.objects.filter(pk=recent.pk).exists()
     assert not Conversation.objects.filter(pk=left_empty.pk).exists()
     assert not Message.objects.filter(content="forget me").exists()
+
+
+def test_purge_counts_the_conversations_it_drops(user) -> None:
+    long_ago = timezone.now() - dt.timedelta(days=91)
+    old = Conversation.objects.create(user=user)
+    Message.objects.create(conversation=old, role="user", content="one")
+    Message.objects.create(conversation=old, role="user", content="two")
+    left_empty = Conversation.objects.create(user=user)
+    Conversation.objects.filter(pk__in=[old.pk, left_empty.pk]).update(updated_at=long_ago)
+    Conversation.objects.create(user=user)  # recent: kept
+    # The two messages deleted with their conversation are not counted as conversations.
+    assert jobs.purge_old_conversations() == 2
+    assert Conversation.objects.filter(user=user).count() == 1
 
 
 def _finished_reply(conversation, day, *, ttft, duration, status="complete", tokens=10):
