@@ -9,7 +9,6 @@ import time
 from collections import defaultdict
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -19,7 +18,7 @@ from chat import replystream
 from chat.markdown import render_markdown
 from chat.models import Conversation, DailyUsage, Message, ProviderCheck, ProviderModel
 from chat.providers.registry import configured_providers
-from parley.redis_clients import close_channel_redis
+from parley.redis_clients import channel_redis, key
 
 logger = logging.getLogger(__name__)
 
@@ -136,29 +135,24 @@ def _record_check(provider: str, ok: bool, latency_ms: int, models: list[str], e
 async def check_providers() -> int:
     """Ask every configured provider for its models; refresh the list the UI offers."""
     healthy = 0
-    try:
-        for provider in configured_providers():
-            started = time.monotonic()
-            try:
-                models = await provider.list_models()
-            except Exception as error:
-                await _record_check(
-                    provider.name,
-                    False,
-                    round((time.monotonic() - started) * 1000),
-                    [],
-                    f"{type(error).__name__}: {error}"[:500],
-                )
-                logger.warning("Provider %s failed its health check: %s", provider.name, error)
-            else:
-                await _record_check(
-                    provider.name, True, round((time.monotonic() - started) * 1000), models, ""
-                )
-                healthy += 1
-            finally:
-                await provider.aclose()
-    finally:
-        await close_channel_redis()
+    for provider in configured_providers():
+        started = time.monotonic()
+        try:
+            models = await provider.list_models()
+        except Exception as error:
+            await _record_check(
+                provider.name,
+                False,
+                round((time.monotonic() - started) * 1000),
+                [],
+                f"{type(error).__name__}: {error}"[:500],
+            )
+            logger.warning("Provider %s failed its health check: %s", provider.name, error)
+        else:
+            await _record_check(
+                provider.name, True, round((time.monotonic() - started) * 1000), models, ""
+            )
+            healthy += 1
     return healthy
 
 
@@ -193,28 +187,75 @@ def _mark_stuck(reply_id: int, final_seq: int, content: str) -> bool:
 async def reap_stuck_replies() -> int:
     """End replies still pending or generating past the hard time limit, telling the user."""
     reaped = 0
-    try:
-        for reply in await _stuck_replies():
-            publisher = replystream.ReplyPublisher(
-                reply.pk, str(reply.conversation_id), await replystream.last_seq(reply.pk)
+    for reply in await _stuck_replies():
+        publisher = replystream.ReplyPublisher(
+            reply.pk, str(reply.conversation_id), await replystream.last_seq(reply.pk)
+        )
+        # The text streamed before the worker was lost is kept, as a reply that fails keeps
+        # its partial text: the stored reply says what its readers saw.
+        content = await replystream.streamed_text(reply.pk)
+        if await _mark_stuck(reply.pk, publisher.seq + 1, content):
+            await publisher.publish(
+                "error",
+                code="stuck",
+                message="The reply was never finished (its worker was lost).",
+                content=content,
+                html=render_markdown(content),
             )
-            # The text streamed before the worker was lost is kept, as a reply that fails
-            # keeps its partial text: the stored reply says what its readers saw.
-            content = await replystream.streamed_text(reply.pk)
-            if await _mark_stuck(reply.pk, publisher.seq + 1, content):
-                await publisher.publish(
-                    "error",
-                    code="stuck",
-                    message="The reply was never finished (its worker was lost).",
-                    content=content,
-                    html=render_markdown(content),
-                )
-                reaped += 1
-    finally:
-        layer = get_channel_layer()
-        if hasattr(layer, "close_pools"):
-            await layer.close_pools()
-        await close_channel_redis()
+            reaped += 1
     if reaped:
         logger.warning("Reaped %d stuck replies", reaped)
     return reaped
+
+
+@database_sync_to_async
+def _generating_replies() -> list[int]:
+    """Replies a worker started more than a lock's lifetime ago, within the hard time limit
+    (past it, `reap_stuck_replies` ends them)."""
+    now = timezone.now()
+    return list(
+        Message.objects.filter(
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.GENERATING,
+            started_at__lt=now - dt.timedelta(seconds=settings.REPLY_LOCK_TTL),
+            started_at__gte=now - dt.timedelta(seconds=settings.REPLY_TIME_LIMIT),
+        ).values_list("pk", flat=True)
+    )
+
+
+def _orphan_mark_key(reply_id: int) -> str:
+    return key("reply", reply_id, "orphan")
+
+
+async def orphaned_replies() -> list[int]:
+    """Replies whose writer is gone: generating, and their lock absent at two looks at least
+    REPLY_LOCK_TTL apart. A live writer renews its lock every third of that time, and takes it
+    again if Redis lost it (a restart of the channel-layer instance keeps nothing), so only a
+    writer that is dead (a worker killed, its host lost) misses both looks. Each reply is
+    named once: the caller hands it to a live worker, whose claim starts it again."""
+    candidates = await _generating_replies()
+    if not candidates:
+        return []
+    redis = channel_redis()
+    ttl = settings.REPLY_LOCK_TTL
+    async with redis.pipeline(transaction=False) as pipe:
+        for reply_id in candidates:
+            pipe.exists(replystream.lock_key(reply_id))
+            pipe.get(_orphan_mark_key(reply_id))
+        seen = await pipe.execute()
+    now = time.time()
+    orphans: list[int] = []
+    async with redis.pipeline(transaction=False) as pipe:
+        for index, reply_id in enumerate(candidates):
+            locked, marked = seen[2 * index], seen[2 * index + 1]
+            if locked:
+                pipe.delete(_orphan_mark_key(reply_id))
+            elif marked is None:
+                pipe.set(_orphan_mark_key(reply_id), f"{now:.3f}", ex=4 * ttl)
+            elif marked != b"handed-over" and now - float(marked) >= ttl:
+                pipe.set(_orphan_mark_key(reply_id), "handed-over", ex=4 * ttl)
+                orphans.append(reply_id)
+        await pipe.execute()
+    if orphans:
+        logger.warning("Handing %d replies of a lost worker to another: %s", len(orphans), orphans)
+    return orphans

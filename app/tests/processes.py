@@ -169,7 +169,17 @@ def start_web(env: dict[str, str], port: int = WEB_PORT, name: str = "web") -> P
     return process
 
 
-def start_worker(env: dict[str, str], name: str = "worker", supervised: bool = False) -> Process:
+# Replies one worker writes at once, as roles/celery runs it (the `threads` pool on one loop).
+WORKER_REPLIES_IN_FLIGHT = 100
+
+
+def start_worker(
+    env: dict[str, str],
+    name: str = "worker",
+    supervised: bool = False,
+    pool: tuple[str, int] = ("threads", WORKER_REPLIES_IN_FLIGHT),
+) -> Process:
+    """A Celery worker as deployed; `pool` is Celery's pool and its concurrency."""
     metrics_dir = ARTIFACTS / f"{name}-metrics"
     if metrics_dir.exists():
         for stale in metrics_dir.glob("*.db"):
@@ -177,8 +187,9 @@ def start_worker(env: dict[str, str], name: str = "worker", supervised: bool = F
     metrics_dir.mkdir(parents=True, exist_ok=True)
     process = (SupervisedProcess if supervised else Process)(
         name,
-        [str(VENV_BIN / "celery"), "-A", "parley", "worker", "--pool", "prefork",
-         "--concurrency", "2", "--loglevel", "INFO", "--hostname", f"{name}@%h"],
+        [str(VENV_BIN / "celery"), "-A", "parley", "worker", "--pool", pool[0],
+         "--concurrency", str(pool[1]), "--loglevel", "INFO", "--hostname", f"{name}@%h",
+         "--without-mingle"],
         {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
     )  # fmt: skip
     wait_until(lambda: " ready." in process.log_text(), 60, name)

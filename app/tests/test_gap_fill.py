@@ -15,7 +15,7 @@ from channels.layers import get_channel_layer
 from chat import replystream
 from chat.models import Message, conversation_group
 from chat.protocol import server_frame
-from parley.redis_clients import close_channel_redis
+from parley.loop_local import close_loop_locals
 from tests.chatclient import ChatSocket
 
 
@@ -111,7 +111,11 @@ def test_a_lost_end_is_recovered_from_the_database(
 def test_a_reply_whose_every_frame_was_lost_still_arrives(
     chat: ChatSocket, conversation, redis_admin
 ) -> None:
-    reply = new_reply(conversation, status="pending")
+    # Stored without its post_save signal, which would queue a real generation.
+    question = Message.objects.create(conversation=conversation, role="user", content="q")
+    [reply] = Message.objects.bulk_create(
+        [Message(conversation=conversation, role="assistant", reply_to=question, status="pending")]
+    )
     turn = server_frame("turn", message_id=reply.reply_to_id, reply_id=reply.pk, text="q",
                         model="fake-model", replaces=None)  # fmt: skip
     deliver(conversation, {"type": "turn.frame", "frame": turn})
@@ -146,8 +150,7 @@ def test_a_frame_on_its_way_when_the_reply_is_stopped_still_lands(
             await sending
         assert sending.cancelled()  # the stop still reaches the streaming task
         await publisher.publish("done", status="cancelled", content="cut off", html="")
-        await close_channel_redis()
-        await get_channel_layer().close_pools()
+        await close_loop_locals()
 
     asyncio.run(stop_while_sending())
     stream = redis_admin["channel_layer"].xrange(replystream.stream_key(reply.pk))
