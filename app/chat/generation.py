@@ -25,7 +25,7 @@ from chat.markdown import render_markdown
 from chat.models import Message
 from chat.providers.base import Provider, ProviderError, TextDelta, Usage, estimate_tokens
 from chat.providers.registry import provider_for
-from chat.replylocks import HeldLock, reply_locks
+from chat.replylocks import HeldLock, node, reply_locks
 from chat.replystore import ReplyJob, ReplyOutcome, claim_reply, finish_reply
 from parley import metrics, timeline
 
@@ -279,7 +279,7 @@ async def run_reply(reply_id: int) -> None:
         return
     metrics.REPLIES_IN_FLIGHT.inc()
     try:
-        job = await claim_reply(reply_id)
+        job = await claim_reply(reply_id, node())
         if job is None:
             return
         await _generate(job, lock, deadline)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import statistics
 import time
 from collections import defaultdict
@@ -18,6 +19,7 @@ from chat import replystream
 from chat.markdown import render_markdown
 from chat.models import Conversation, DailyUsage, Message, ProviderCheck, ProviderModel
 from chat.providers.registry import configured_providers
+from chat.replylocks import RELEASE, owner_of
 from parley.redis_clients import channel_redis, key
 
 logger = logging.getLogger(__name__)
@@ -209,18 +211,35 @@ async def reap_stuck_replies() -> int:
 
 
 @database_sync_to_async
-def _generating_replies() -> list[int]:
-    """Replies a worker started more than a lock's lifetime ago, within the hard time limit
-    (past it, `reap_stuck_replies` ends them)."""
-    now = timezone.now()
-    return list(
-        Message.objects.filter(
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.GENERATING,
-            started_at__lt=now - dt.timedelta(seconds=settings.REPLY_LOCK_TTL),
-            started_at__gte=now - dt.timedelta(seconds=settings.REPLY_TIME_LIMIT),
-        ).values_list("pk", flat=True)
+def _generating_replies(started_before: dt.datetime, written_by: str | None = None) -> list[int]:
+    """Replies a worker (this node, if named) started before then, within the hard time
+    limit (past it, `reap_stuck_replies` ends them)."""
+    replies = Message.objects.filter(
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.GENERATING,
+        started_at__lt=started_before,
+        started_at__gte=timezone.now() - dt.timedelta(seconds=settings.REPLY_TIME_LIMIT),
     )
+    if written_by is not None:
+        replies = replies.filter(written_by=written_by)
+    return list(replies.values_list("pk", flat=True))
+
+
+async def replies_of_a_dead_predecessor(node: str, started_at: dt.datetime) -> list[int]:
+    """Replies still generating that a process of this Celery node started before this one:
+    that process is dead (systemd started this one in its place), so they are taken over at
+    once. Locks it still holds are released, so the redelivery does not wait for them."""
+    mine = await _generating_replies(started_at, written_by=node)
+    if not mine:
+        return []
+    redis = channel_redis()
+    tokens = await redis.mget([replystream.lock_key(reply_id) for reply_id in mine])
+    for reply_id, token in zip(mine, tokens, strict=True):
+        held_by = owner_of(token) if token is not None else None
+        if held_by is not None and held_by[0] == node and held_by[1] != os.getpid():
+            await redis.eval(RELEASE, 1, replystream.lock_key(reply_id), token)
+    logger.warning("Taking over %d replies of this worker's predecessor: %s", len(mine), mine)
+    return mine
 
 
 def _orphan_mark_key(reply_id: int) -> str:
@@ -233,11 +252,11 @@ async def orphaned_replies() -> list[int]:
     again if Redis lost it (a restart of the channel-layer instance keeps nothing), so only a
     writer that is dead (a worker killed, its host lost) misses both looks. Each reply is
     named once: the caller hands it to a live worker, whose claim starts it again."""
-    candidates = await _generating_replies()
+    ttl = settings.REPLY_LOCK_TTL
+    candidates = await _generating_replies(timezone.now() - dt.timedelta(seconds=ttl))
     if not candidates:
         return []
     redis = channel_redis()
-    ttl = settings.REPLY_LOCK_TTL
     async with redis.pipeline(transaction=False) as pipe:
         for reply_id in candidates:
             pipe.exists(replystream.lock_key(reply_id))

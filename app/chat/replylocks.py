@@ -6,6 +6,10 @@ expired after at most REPLY_LOCK_TTL seconds, and so does the reaper, which hand
 to another worker (`chat.jobs.orphaned_replies`). A writer that finds its lock gone (the
 channel-layer Redis restarted and kept nothing) takes it again; one that finds another token
 there has been replaced and stops.
+
+A token starts with its writer's Celery node name and process id, so a worker restarted under
+the name of one that died can release its predecessor's locks at once
+(`chat.jobs.replies_of_a_dead_predecessor`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -43,6 +49,32 @@ return 0
 """
 
 
+_node = f"web@{socket.gethostname()}"
+
+
+def set_node(name: str) -> None:
+    """Name this process's locks after its Celery node (`default@worker1`)."""
+    global _node  # noqa: PLW0603  (one name per process)
+    _node = name
+
+
+def node() -> str:
+    """This process's Celery node name (`default@worker1`), `web@<host>` outside a worker."""
+    return _node
+
+
+def owner() -> str:
+    """What this process's lock tokens start with."""
+    return f"{_node} {os.getpid()} "
+
+
+def owner_of(token: bytes) -> tuple[str, int] | None:
+    """The node name and process id a lock token names."""
+    node, _, rest = token.decode(errors="replace").partition(" ")
+    pid, _, _ = rest.partition(" ")
+    return (node, int(pid)) if pid.isdigit() else None
+
+
 @dataclass
 class HeldLock:
     token: str
@@ -66,7 +98,7 @@ class ReplyLocks:
         """Take the reply's lock, waiting up to `wait` seconds for a holder to let go."""
         redis = channel_redis()
         name = replystream.lock_key(reply_id)
-        token = uuid.uuid4().hex
+        token = owner() + uuid.uuid4().hex
         deadline = time.monotonic() + wait
         while not await redis.set(name, token, nx=True, px=self.ttl_ms):
             if time.monotonic() >= deadline:

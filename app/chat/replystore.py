@@ -46,7 +46,7 @@ class ReplyOutcome:
     error_message: str = ""
 
 
-def _claim_reply(reply_id: int) -> ReplyJob | None:
+def _claim_reply(reply_id: int, writer: str) -> ReplyJob | None:
     """Mark a reply as generating and gather its context; None if there is nothing to do.
 
     A redelivered task finds its reply finished (nothing to do) or still generating from a
@@ -70,7 +70,8 @@ def _claim_reply(reply_id: int) -> ReplyJob | None:
         reply.attempt += 1
         reply.content = ""
         reply.started_at = timezone.now()
-        reply.save(update_fields=["status", "attempt", "content", "started_at"])
+        reply.written_by = writer
+        reply.save(update_fields=["status", "attempt", "content", "started_at", "written_by"])
         history = list(
             Message.objects.filter(
                 conversation_id=reply.conversation_id,
@@ -128,13 +129,11 @@ def _executor() -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=_executor.cache_clear)
 
 
-async def claim_reply(reply_id: int) -> ReplyJob | None:
-    return await database_sync_to_async(_claim_reply, thread_sensitive=False, executor=_executor())(
-        reply_id
-    )
+async def claim_reply(reply_id: int, writer: str) -> ReplyJob | None:
+    claim = database_sync_to_async(_claim_reply, thread_sensitive=False, executor=_executor())
+    return await claim(reply_id, writer)
 
 
 async def finish_reply(reply_id: int, attempt: int, outcome: ReplyOutcome) -> bool:
-    return await database_sync_to_async(
-        _finish_reply, thread_sensitive=False, executor=_executor()
-    )(reply_id, attempt, outcome)
+    finish = database_sync_to_async(_finish_reply, thread_sensitive=False, executor=_executor())
+    return await finish(reply_id, attempt, outcome)

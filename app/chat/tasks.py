@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from celery.signals import task_failure
+from celery.signals import task_failure, worker_init, worker_ready
 from django.conf import settings
+from django.utils import timezone
 
 from chat import jobs
 from chat.generation import run_reply
+from chat.replylocks import set_node
 from parley import metrics, worker_loop
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,27 @@ def reap_stuck_replies() -> int:
     for reply_id in worker_loop.run(jobs.orphaned_replies()):
         generate_reply.delay(reply_id)
     return reaped
+
+
+_started_at = timezone.now()
+
+
+@worker_init.connect
+def name_reply_locks_after_this_node(sender: object = None, **_: object) -> None:
+    global _started_at  # noqa: PLW0603  (when this worker process started)
+    _started_at = timezone.now()
+    set_node(getattr(sender, "hostname", "") or "worker")
+
+
+@worker_ready.connect
+def take_over_replies_of_a_dead_predecessor(sender: object = None, **_: object) -> None:
+    """A worker restarted after it died (systemd's Restart=, after a SIGKILL or the OOM
+    killer) queues again at once the replies its predecessor was writing."""
+    node = getattr(sender, "hostname", "")
+    if not node:
+        return
+    for reply_id in worker_loop.run(jobs.replies_of_a_dead_predecessor(node, _started_at)):
+        generate_reply.delay(reply_id)
 
 
 @task_failure.connect

@@ -43,6 +43,11 @@ def http_ok(url: str) -> bool:
         return False
 
 
+# Every process the suite started: the session's end stops any a test left running (a test
+# that failed before its own cleanup), so none outlives the suite on the shared services.
+STARTED: list[Process] = []
+
+
 class Process:
     """A child process in its own process group, logging to .artifacts/<name>.log."""
 
@@ -53,7 +58,9 @@ class Process:
         self.log = self.log_path.open("ab")
         self.log_start = self.log.tell()
         self.argv, self.env = argv, env
+        self.stopped = False
         self.popen = self._spawn()
+        STARTED.append(self)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         self.log.write(f"\n===== start {time.ctime()} {' '.join(self.argv)}\n".encode())
@@ -81,7 +88,11 @@ class Process:
             return log.read().decode(errors="replace")
 
     def stop(self, timeout: float = 15) -> None:
-        """TERM the whole process group, then KILL what is left."""
+        """TERM the whole process group, then KILL what is left (once: a later call does
+        nothing, as the group's id may belong to another process by then)."""
+        if self.stopped:
+            return
+        self.stopped = True
         if self.alive():
             with_group(self.pid, signal.SIGTERM)
             try:
@@ -148,7 +159,8 @@ class SupervisedProcess(Process):
 
     def stop(self, timeout: float = 15) -> None:
         self._stopping.set()
-        self._watch.join()
+        if self._watch.is_alive():
+            self._watch.join()
         super().stop(timeout)
 
 
@@ -203,3 +215,8 @@ def start_beat(env: dict[str, str], name: str) -> Process:
          "--pidfile", ""],
         env,
     )  # fmt: skip
+
+
+def stop_every_process() -> None:
+    for process in STARTED:
+        process.stop()

@@ -143,17 +143,23 @@ def _reap_every_second() -> None:
     PeriodicTask.objects.create(name="reap", task="chat.reap_stuck_replies", interval=every)
 
 
-def test_a_killed_worker_hands_every_reply_in_flight_to_another(
+def _handed_over(chats: list) -> None:
+    """Every reply ended complete, its readers told to start over, stored once."""
+    _completed_once_each(chats)
+    for chat in chats:
+        assert any(f.get("reset") for f in chat.reply_frames()), "not told to start over"
+        assert Message.objects.get(pk=chat.reply_id).attempt == 2
+    assert not Message.objects.filter(status__in=Message.UNFINISHED).exists()
+
+
+def test_a_killed_worker_restarted_takes_over_every_reply_it_was_writing(
     stack, django_user_model, worker_process, service_env
 ) -> None:
-    """SIGKILL of the worker process with 40 replies streaming. systemd restarts it (here a
-    supervisor does, a second later); the reaper, run by Beat every second, finds each reply
-    generating with its lock gone at two looks a lock's lifetime apart and hands it over.
-    Every reply then ends complete, its readers told to start over, stored once."""
+    """SIGKILL of the worker process with 40 replies streaming; it is started again a second
+    later (systemd's Restart= does it in production). The new process, under the same Celery
+    node name, takes over at once every reply the dead one had locked."""
     worker_process["worker"].stop()
     doomed = start_worker(service_env, name="worker-killed", supervised=True)
-    _reap_every_second()
-    beat = start_beat(service_env, "beat-reaper")
     persons = people(40, django_user_model)
 
     async def scenario() -> list:
@@ -161,21 +167,54 @@ def test_a_killed_worker_hands_every_reply_in_flight_to_another(
             await crowd.send_all("outlive the worker [fakellm:tokens=120 tps=20]")
             await crowd.wait_for(lambda c: c.first_delta_at is not None, 60, "a first delta")
             os.kill(doomed.pid, signal.SIGKILL)
-            # A wait, not a bound: two looks REPLY_LOCK_TTL apart, then a 6 s reply.
-            await crowd.wait_for(lambda c: c.end is not None, 120, "the end of its reply")
+            # A wait, not a bound: the restart and a 6 s reply.
+            await crowd.wait_for(lambda c: c.end is not None, 90, "the end of its reply")
             return crowd.chats
 
     try:
         chats = asyncio.run(scenario())
     finally:
-        beat.stop()
         doomed.stop()
     assert doomed.restarts >= 1
-    _completed_once_each(chats)
-    for chat in chats:
-        assert any(f.get("reset") for f in chat.reply_frames()), "not told to start over"
-        assert Message.objects.get(pk=chat.reply_id).attempt == 2
-    assert not Message.objects.filter(status__in=Message.UNFINISHED).exists()
+    assert "Taking over 40 replies" in doomed.log_text()
+    _handed_over(chats)
+
+
+def test_the_reaper_hands_the_replies_of_a_lost_worker_to_another(
+    stack, django_user_model, worker_process, service_env
+) -> None:
+    """SIGKILL of a worker that nothing restarts (its host is gone) with 20 replies
+    streaming, another worker alive. The reaper, run by Beat every second, finds each reply
+    generating with its lock gone at two looks PARLEY_REPLY_LOCK_TTL apart and queues it
+    again; the live worker writes it."""
+    worker_process["worker"].stop()
+    doomed = start_worker(service_env, name="worker-lost")
+    _reap_every_second()
+    persons = people(20, django_user_model)
+    survivor = None
+
+    async def scenario() -> list:
+        nonlocal survivor
+        async with Crowd(persons) as crowd:
+            await crowd.send_all("outlive the host [fakellm:tokens=120 tps=20]")
+            await crowd.wait_for(lambda c: c.first_delta_at is not None, 60, "a first delta")
+            os.kill(doomed.pid, signal.SIGKILL)
+            survivor = start_worker(service_env, name="worker-survivor")
+            beat = start_beat(service_env, "beat-reaper")
+            try:
+                # A wait, not a bound: two looks a lock's lifetime apart, then a 6 s reply.
+                await crowd.wait_for(lambda c: c.end is not None, 120, "the end of its reply")
+            finally:
+                beat.stop()
+            return crowd.chats
+
+    try:
+        chats = asyncio.run(scenario())
+    finally:
+        doomed.stop()
+        if survivor is not None:
+            survivor.stop()
+    _handed_over(chats)
 
 
 def test_a_warm_shutdown_lets_the_replies_in_flight_finish(

@@ -62,10 +62,12 @@ def test_whole_worker_killed_is_redelivered_after_the_visibility_timeout(
         "PARLEY_BROKER_VISIBILITY_TIMEOUT": "14",
     }
     doomed = start_worker(short, name="worker-doomed")
-    ack = chat.send_message("outlive the host [fakellm:tokens=120 tps=60]")
-    chat.recv_until(lambda f: f["type"] == "delta" and f["reply_id"] == ack["reply_id"])
-    os.killpg(doomed.pid, signal.SIGKILL)
-    doomed.stop()
+    try:
+        ack = chat.send_message("outlive the host [fakellm:tokens=120 tps=60]")
+        chat.recv_until(lambda f: f["type"] == "delta" and f["reply_id"] == ack["reply_id"])
+        os.killpg(doomed.pid, signal.SIGKILL)
+    finally:
+        doomed.stop()
     successor = start_worker(short, name="worker-successor")
     try:
         frames = chat.reply_frames(ack["reply_id"], timeout=60)
