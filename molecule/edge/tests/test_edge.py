@@ -308,6 +308,7 @@ def test_sign_in_is_rate_limited_with_our_429_page(client: Host, target: str) ->
     passed, refused = passed_and_refused(sent)
     bound = rate_limit_bound(rate, size, seconds)
     message = limit_message(len(passed), len(urls), seconds, bound, rate, size)
+    add_to_summary(f"{target} sign-in limit: {message}")
     assert size + 1 <= len(passed) <= bound, message
     assert any("/admin/login/" in urls[int(path.rsplit("/", 1)[1])] for path in refused), (
         "Django admin's sign-in has a budget of its own: " + message
@@ -335,6 +336,7 @@ def test_api_is_rate_limited_with_a_json_429(client: Host, target: str) -> None:
     seconds = (sent[-1].ended_ns - sent[0].began_ns) / 1e9
     bound = rate_limit_bound(rate, size, seconds)
     message = limit_message(passed, 60 * len(sent), seconds, bound, rate, size)
+    add_to_summary(f"{target} API limit: {message}")
     assert refused, "no request was refused: " + message
     assert size + 1 <= passed <= bound, message
     answer = client.run(f"cat {refused[0]}").stdout
