@@ -142,17 +142,12 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 
 def summary_file() -> Path:
     """`.artifacts/<scenario>/summary.txt`: a few lines a scenario's tests want read with its
-    result (scripts/run-scenarios prints them under it), such as what the TLS scanners said."""
+    result (scripts/run-scenarios prints them under it), such as what the TLS scanners said.
+    Every verify step of a run adds to it; the create step (molecule/shared/create.yml)
+    empties it for a new run."""
     project = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", "."))
     scenario = os.environ.get("MOLECULE_SCENARIO_NAME", "scenario")
     return project / ".artifacts" / scenario / "summary.txt"
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """The summary holds this run's lines only. Cleared once, by the controller (xdist's
-    workers have `workerinput`), before any worker runs a test."""
-    if not hasattr(session.config, "workerinput"):
-        summary_file().unlink(missing_ok=True)
 
 
 def add_to_summary(line: str) -> None:
