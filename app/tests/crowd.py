@@ -19,6 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from chat.models import Conversation
 from tests.chatclient import ORIGIN, session_cookie
 from tests.processes import WEB_PORT
+from tests.timing import patience
 
 
 @dataclass
@@ -121,7 +122,9 @@ class Crowd:
         await self.wait_for(lambda c: c.reply_id is not None, 60, "every ack")
 
     async def wait_for(self, ready: Any, seconds: float, what: str) -> None:
-        """Wait until `ready(chat)` holds for every chat, or fail saying how many did not."""
+        """Wait until `ready(chat)` holds for every chat, or fail saying how many did not.
+        `seconds` is a wait, not a bound: it grows with PARLEY_TEST_SLOW."""
+        seconds = patience(seconds)
         deadline = time.monotonic() + seconds
         while not all(ready(chat) for chat in self.chats):
             if time.monotonic() > deadline:

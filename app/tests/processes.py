@@ -13,6 +13,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.timing import patience
+
 APP_DIR = Path(__file__).resolve().parent.parent
 ARTIFACTS = APP_DIR / ".artifacts"
 VENV_BIN = Path(sys.executable).parent
@@ -25,13 +27,16 @@ WORKER_METRICS_PORT = 28009
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
+    """Wait for a condition; `timeout` is what it takes on an idle machine, and grows with
+    PARLEY_TEST_SLOW (a wait, never an asserted bound)."""
+    seconds = patience(timeout)
+    deadline = time.monotonic() + seconds
     while True:
         result = predicate()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+            raise TimeoutError(f"timed out after {seconds:.0f} s waiting for {what}")
         time.sleep(0.05)
 
 

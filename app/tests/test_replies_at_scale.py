@@ -21,6 +21,7 @@ from tests.chatclient import ChatSocket, assert_contiguous, delta_text
 from tests.conftest import fake_llm_request
 from tests.crowd import Crowd, people
 from tests.processes import WORKER_REPLIES_IN_FLIGHT, start_beat, start_worker
+from tests.timing import patience
 
 
 def _completed_once_each(chats: list) -> None:
@@ -36,6 +37,7 @@ def _completed_once_each(chats: list) -> None:
         assert replies.get().content == end["content"]
 
 
+@pytest.mark.timeout(patience(400))
 def test_a_hundred_replies_stream_at_once_from_one_worker(stack, django_user_model) -> None:
     """The fake model holds every first token until 100 of its streams are open at once, so
     the replies complete in time only if one worker keeps all 100 model calls open together

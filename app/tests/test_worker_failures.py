@@ -13,6 +13,7 @@ from chat.tasks import generate_reply
 from tests.chatclient import ChatSocket, assert_contiguous, delta_text
 from tests.conftest import fake_llm_request
 from tests.processes import start_worker
+from tests.timing import patience
 
 
 def test_a_prefork_pool_process_killed_mid_reply_is_redelivered_at_once(
@@ -70,7 +71,9 @@ def test_whole_worker_killed_is_redelivered_after_the_visibility_timeout(
         doomed.stop()
     successor = start_worker(short, name="worker-successor")
     try:
-        frames = chat.reply_frames(ack["reply_id"], timeout=60)
+        # A wait: the visibility timeout, kombu's restore interval (10 s), then the reply.
+        visibility = int(short["PARLEY_BROKER_VISIBILITY_TIMEOUT"])
+        frames = chat.reply_frames(ack["reply_id"], timeout=patience(visibility + 10 + 30))
     finally:
         successor.stop()
     assert frames[-1]["type"] == "done" and frames[-1]["status"] == "complete"
