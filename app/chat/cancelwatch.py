@@ -30,34 +30,52 @@ class CancelWatch:
         self.events: dict[str, asyncio.Event] = {}
         self.pubsub: PubSub | None = None
         self.reader: asyncio.Task[None] | None = None
+        # Channels to subscribe to and to leave, sent together by one task (`_sync`): a
+        # hundred replies starting at once cost one SUBSCRIBE and one MGET.
+        self.joining: set[str] = set()
+        self.leaving: set[str] = set()
+        self.syncing: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
 
-    async def watch(self, reply_id: int) -> asyncio.Event:
-        """An event set once the reply is asked to stop (maybe at once: asked already)."""
+    def watch(self, reply_id: int) -> asyncio.Event:
+        """An event set once the reply is asked to stop. The subscription is made in the
+        background: a stop asked before it is found by the key read that follows it."""
         channel = replystream.cancel_key(reply_id)
         event = self.events.setdefault(channel, asyncio.Event())
-        try:
-            async with self.lock:
-                pubsub = self._connection()
-                await pubsub.subscribe(channel)
-            # Subscribed first, then read: a stop sent in between is seen either way.
-            if await replystream.cancel_requested(reply_id):
-                event.set()
-        except (RedisError, OSError) as error:
-            # Losing Redis is not a stop: the reader subscribes again once Redis is back.
-            logger.warning("Reply %s: could not watch for a stop (%s)", reply_id, error)
-        if self.reader is None or self.reader.done():
-            self.reader = asyncio.create_task(self._read())
+        self.joining.add(channel)
+        self._schedule_sync()
         return event
 
-    async def forget(self, reply_id: int) -> None:
+    def forget(self, reply_id: int) -> None:
         channel = replystream.cancel_key(reply_id)
-        if self.events.pop(channel, None) is None:
-            return
-        with contextlib.suppress(RedisError, OSError):
-            async with self.lock:
-                if self.pubsub is not None:
-                    await self.pubsub.unsubscribe(channel)
+        if self.events.pop(channel, None) is not None:
+            self.leaving.add(channel)
+            self._schedule_sync()
+
+    def _schedule_sync(self) -> None:
+        if self.syncing is None or self.syncing.done():
+            self.syncing = asyncio.create_task(self._sync())
+
+    async def _sync(self) -> None:
+        while self.joining or self.leaving:
+            joining = [channel for channel in self.joining if channel in self.events]
+            leaving = [channel for channel in self.leaving if channel not in self.events]
+            self.joining.clear()
+            self.leaving.clear()
+            try:
+                async with self.lock:
+                    pubsub = self._connection()
+                    if joining:
+                        await pubsub.subscribe(*joining)
+                    if leaving:
+                        await pubsub.unsubscribe(*leaving)
+                # Subscribed first, then read: a stop sent in between is seen either way.
+                await self._read_keys(joining)
+            except (RedisError, OSError) as error:
+                # Losing Redis is not a stop: the reader subscribes again once it is back.
+                logger.warning("The cancel watch could not subscribe (%s)", error)
+            if self.events and (self.reader is None or self.reader.done()):
+                self.reader = asyncio.create_task(self._read())
 
     def _connection(self) -> PubSub:
         if self.pubsub is None:
@@ -78,14 +96,13 @@ class CancelWatch:
                     if event is not None:
                         event.set()
                 if asyncio.get_running_loop().time() >= backstop_at:
-                    await self._read_keys()
+                    await self._read_keys(list(self.events))
                     backstop_at = asyncio.get_running_loop().time() + BACKSTOP_SECONDS
             except (RedisError, OSError) as error:
                 logger.warning("The cancel watch lost Redis (%s); subscribing again", error)
                 await self._reconnect()
 
-    async def _read_keys(self) -> None:
-        channels = list(self.events)
+    async def _read_keys(self, channels: list[str]) -> None:
         if not channels:
             return
         values = await channel_redis().mget(channels)
@@ -106,10 +123,11 @@ class CancelWatch:
                     await self._connection().subscribe(*self.events)
 
     async def close(self) -> None:
-        if self.reader is not None:
-            self.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.reader
+        for task in (self.reader, self.syncing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self.pubsub.aclose()

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -41,6 +40,7 @@ from chat.protocol import (
     server_frame,
 )
 from parley import metrics, timeline
+from parley.db import database_call
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +54,12 @@ TURN_EVENT = "turn.frame"
 # long each time nothing new turns up (a model thinking, a reply queued), up to this.
 RECOVER_MAX_WAIT = 30.0
 
-owned_conversation = database_sync_to_async(services.owned_conversation)
-post_message = database_sync_to_async(services.post_message)
-sent_turn = database_sync_to_async(services.sent_turn)
-regenerate_last = database_sync_to_async(services.regenerate_last)
-cancellable_reply = database_sync_to_async(services.cancellable_reply)
-reply_in_conversation = database_sync_to_async(services.reply_in_conversation)
+owned_conversation = database_call(services.owned_conversation)
+post_message = database_call(services.post_message)
+sent_turn = database_call(services.sent_turn)
+regenerate_last = database_call(services.regenerate_last)
+cancellable_reply = database_call(services.cancellable_reply)
+reply_in_conversation = database_call(services.reply_in_conversation)
 
 
 def _parse_resume(query_string: bytes) -> dict[int, int]:

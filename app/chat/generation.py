@@ -26,7 +26,7 @@ from chat.models import Message
 from chat.providers.base import Provider, ProviderError, TextDelta, Usage, estimate_tokens
 from chat.providers.registry import provider_for
 from chat.replylocks import HeldLock, node, reply_locks
-from chat.replystore import ReplyJob, ReplyOutcome, claim_reply, finish_reply
+from chat.replystore import ReplyJob, ReplyOutcome, claim_reply, fail_unstarted, finish_reply
 from parley import metrics, timeline
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 # Both count from the task's start: Celery's limit includes the wait for the reply lock.
 DEADLINE_MARGIN_SECONDS = 5
 TOO_LONG_MESSAGE = "The reply took longer than the time limit and was cut."
+UNSTARTED_MESSAGE = "The reply could not be started; please try again."
 # How long a reply's end keeps trying to reach PostgreSQL (a restart takes seconds); past
 # that, the reaper ends the reply.
 STORE_RETRY_SECONDS = 30
@@ -273,7 +274,14 @@ async def run_reply(reply_id: int) -> None:
     # for the lock, and the reply's time limit counts that wait too.
     deadline = time.monotonic() + max(1, settings.REPLY_SOFT_TIME_LIMIT - DEADLINE_MARGIN_SECONDS)
     locks = reply_locks()
-    lock = await locks.acquire(reply_id, wait=settings.REPLY_LOCK_TTL + 1)
+    try:
+        lock = await locks.acquire(reply_id, wait=settings.REPLY_LOCK_TTL + 1)
+    except (RedisError, OSError):
+        # Redis stayed away: the reply cannot be written, and must not wait "pending" for
+        # the reaper. Ended in the database, where its clients' recovery finds it.
+        logger.exception("Reply %s: its lock stayed out of reach", reply_id)
+        await fail_unstarted(reply_id, "internal", UNSTARTED_MESSAGE)
+        return
     if lock is None:
         logger.info("Reply %s is being generated elsewhere; this delivery does nothing", reply_id)
         return
@@ -294,11 +302,9 @@ async def _generate(job: ReplyJob, lock: HeldLock, deadline: float) -> None:
     provider = provider_for(job.model)
     run = ReplyRun(job, replystream.ReplyPublisher(job.reply_id, job.conversation_id, 0), provider)
     try:
-        if job.attempt == 1:
-            # Nothing can have been published for a first attempt: whatever is there belongs
-            # to an older reply that had the same id (a database restored under a live Redis).
-            await replystream.discard(job.reply_id)
-        else:
+        # A first attempt starts at frame 1, whose write clears the stream of anything an
+        # older reply of the same id left (a database restored under a live Redis).
+        if job.attempt > 1:
             run.publisher.seq = await replystream.last_seq(job.reply_id)
             if run.publisher.seq > 0:
                 # Its writer died mid-reply and this is the redelivery: clients drop what
@@ -324,7 +330,7 @@ async def _write_reply(run: ReplyRun, provider: Provider, lock: HeldLock, deadli
         await run.fail("too_long", TOO_LONG_MESSAGE)
         return
     watch = cancel_watch()
-    stop_asked = await watch.watch(job.reply_id)
+    stop_asked = watch.watch(job.reply_id)
     streaming = asyncio.create_task(_stream_reply(provider, job, publisher, run.progress))
     stopped = asyncio.create_task(stop_asked.wait())
     taken_over = asyncio.create_task(lock.lost.wait())
@@ -356,4 +362,4 @@ async def _write_reply(run: ReplyRun, provider: Provider, lock: HeldLock, deadli
         for task in waits:
             task.cancel()
         await asyncio.gather(*waits, return_exceptions=True)
-        await watch.forget(job.reply_id)
+        watch.forget(job.reply_id)

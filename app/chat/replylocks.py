@@ -95,12 +95,20 @@ class ReplyLocks:
         return settings.REPLY_LOCK_TTL * 1000
 
     async def acquire(self, reply_id: int, wait: float) -> HeldLock | None:
-        """Take the reply's lock, waiting up to `wait` seconds for a holder to let go."""
+        """Take the reply's lock, waiting up to `wait` seconds for a holder to let go (None
+        then). Redis failing is tried again within that time, then raised."""
         redis = channel_redis()
         name = replystream.lock_key(reply_id)
         token = owner() + uuid.uuid4().hex
         deadline = time.monotonic() + wait
-        while not await redis.set(name, token, nx=True, px=self.ttl_ms):
+        while True:
+            try:
+                if await redis.set(name, token, nx=True, px=self.ttl_ms):
+                    break
+            except (RedisError, OSError) as error:
+                if time.monotonic() >= deadline:
+                    raise
+                logger.warning("Reply %s: could not ask for its lock (%s)", reply_id, error)
             if time.monotonic() >= deadline:
                 return None
             await asyncio.sleep(0.25)

@@ -1,24 +1,20 @@
 """The database side of a reply being written: claim it, then store how it ended.
 
-Both run on the event loop that writes the reply, each in a thread of a pool of their own as
-large as the database connection pool: Channels' default sends every database call of a
-process through one thread, which would make a hundred replies claim one after another.
+Both are awaited by the event loop that writes the reply and run in the process's database
+thread pool (`parley.db`), so a hundred replies claim at once, not one after another.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from chat.models import Message
 from chat.providers.base import ChatMessage
+from parley.db import database_call
 
 
 @dataclass(frozen=True)
@@ -118,22 +114,21 @@ def _finish_reply(reply_id: int, attempt: int, outcome: ReplyOutcome) -> bool:
     return updated == 1
 
 
-@cache
-def _executor() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(
-        max_workers=settings.DATABASE_POOL_MAX_SIZE, thread_name_prefix="parley-db"
+def _fail_unstarted(reply_id: int, code: str, message: str) -> bool:
+    """End a reply no worker has started as an error (its clients find it in the database,
+    as its frame 1: nothing was published)."""
+    return (
+        Message.objects.filter(pk=reply_id, status=Message.Status.PENDING).update(
+            status=Message.Status.ERROR,
+            final_seq=1,
+            error_code=code,
+            error_message=message,
+            finished_at=timezone.now(),
+        )
+        == 1
     )
 
 
-# A forked child (Celery's prefork pool) makes its own threads.
-os.register_at_fork(after_in_child=_executor.cache_clear)
-
-
-async def claim_reply(reply_id: int, writer: str) -> ReplyJob | None:
-    claim = database_sync_to_async(_claim_reply, thread_sensitive=False, executor=_executor())
-    return await claim(reply_id, writer)
-
-
-async def finish_reply(reply_id: int, attempt: int, outcome: ReplyOutcome) -> bool:
-    finish = database_sync_to_async(_finish_reply, thread_sensitive=False, executor=_executor())
-    return await finish(reply_id, attempt, outcome)
+claim_reply = database_call(_claim_reply)
+fail_unstarted = database_call(_fail_unstarted)
+finish_reply = database_call(_finish_reply)

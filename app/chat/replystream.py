@@ -2,8 +2,9 @@
 missed, and fanned out live through the channel layer to the conversation's group.
 
 Stream entry ids are "0-<seq>", so the sequence number is the id and "everything after seq N"
-is one XRANGE. The stream expires STREAM_TTL seconds after its last write; the final reply is
-in PostgreSQL, and Message.final_seq answers a resume that comes later than that.
+is one XRANGE. A reply's frame 1 starts its stream anew. The stream expires STREAM_TTL seconds
+after its last write; the final reply is in PostgreSQL, and Message.final_seq answers a resume
+that comes later than that.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from chat.framepipeline import FrameWrite, frame_pipeline
 from chat.models import conversation_group
 from chat.protocol import server_frame
 from parley.redis_clients import channel_redis, key
@@ -61,10 +63,6 @@ async def last_seq(reply_id: int) -> int:
     return int(entry_id.split("-", 1)[1])
 
 
-async def discard(reply_id: int) -> None:
-    await channel_redis().delete(stream_key(reply_id))
-
-
 async def request_cancel(reply_id: int) -> None:
     redis = channel_redis()
     async with redis.pipeline(transaction=False) as pipe:
@@ -108,16 +106,20 @@ class ReplyPublisher:
         return frame
 
     async def _store_and_send(self, frame: dict[str, Any]) -> None:
-        """Store the frame in the stream and publish it to the group, in one transaction: a
-        frame reaches sockets only if a socket that missed it can find it in the stream."""
-        key_name = stream_key(self.reply_id)
-        channel, payload = self.layer.group_message(
+        """Store the frame in the stream and publish it to the group, in one script run: a
+        frame reaches sockets only if a socket that missed it can find it in the stream.
+        Pub/sub delivers at most once; the sequence numbers let the consumer (and the
+        client) notice a frame that did not arrive and fill the gap from the stream."""
+        channel, message = self.layer.group_message(
             self.group, {"type": REPLY_EVENT, "frame": frame}
         )
-        async with channel_redis().pipeline(transaction=True) as pipe:
-            pipe.xadd(key_name, {"f": json.dumps(frame)}, id=f"0-{frame['seq']}")
-            pipe.expire(key_name, settings.STREAM_TTL)
-            # Pub/sub delivers at most once; the sequence numbers let the consumer (and the
-            # client) notice a frame that did not arrive and fill the gap from the stream.
-            pipe.publish(channel, payload)
-            await pipe.execute()
+        await frame_pipeline().write(
+            FrameWrite(
+                stream_key(self.reply_id),
+                f"0-{frame['seq']}",
+                json.dumps(frame),
+                channel,
+                message,
+                first=frame["seq"] == 1,
+            )
+        )

@@ -12,11 +12,12 @@ from parley.redis_retry import retry_options
 def _new_channel_redis() -> aioredis.Redis:
     # A command holds a connection for its round trip: a worker writing hundreds of replies
     # at once would open one per reply in flight (and redis-py refuses past 100). Commands
-    # wait for one of a bounded set instead.
+    # wait for one of a bounded set instead, as long as it takes: a busy process is slow,
+    # not broken (a dead Redis fails the commands holding connections, by socket_timeout).
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.CHANNEL_LAYER_URL,
         max_connections=settings.REDIS_POOL_SIZE,
-        timeout=10,
+        timeout=None,
         socket_connect_timeout=5,
         socket_timeout=10,
         health_check_interval=30,
