@@ -16,7 +16,7 @@ mpl.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from parleybench import stats
 from parleybench.cells import Cell
@@ -43,7 +43,7 @@ def _cdf(axes: Axes, values: Sequence[float], design: str) -> None:
 
 def _plain_log_axis(axis: object) -> None:
     """Log scale labelled 50, 100, 1000 rather than 5x10^1, and no labels between."""
-    axis.set_major_formatter(ScalarFormatter())  # type: ignore[attr-defined]
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))  # type: ignore[attr-defined]
     axis.set_minor_formatter(NullFormatter())  # type: ignore[attr-defined]
 
 

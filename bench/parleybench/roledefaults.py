@@ -59,5 +59,5 @@ def celery_replies_in_flight(fallback: int) -> tuple[int, str]:
     """
     value = defaults("celery").get("celery_replies_in_flight")
     if value is None:
-        return fallback, "the plan (roles/celery has no celery_replies_in_flight yet)"
+        return fallback, "the plan's figure: roles/celery has no celery_replies_in_flight yet"
     return int(value), "roles/celery/defaults/main.yml"
