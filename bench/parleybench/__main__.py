@@ -1,7 +1,9 @@
-"""`bench/run [--smoke] [--rows ...]`: the whole matrix (rows 1-3) in one run, or the smoke.
+"""`bench/run [--smoke] [--rows ...]`: the whole matrix (rows 1, 2, 3, 5, the waterfall and
+the profiles) in one run, or the smoke.
 
-The full run writes bench/results/<stamp>.json and .md and puts the table into BENCHMARKS.md;
-the smoke writes under bench/.state/ and exits non-zero if the harness is broken.
+The full run writes bench/results/<stamp>.json, .md and the pictures (<stamp>-*.png) and
+puts the tables into BENCHMARKS.md; the smoke writes under bench/.state/ and exits non-zero
+if the harness is broken.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from parleybench import matrix, report, socketrow, validate
+from parleybench import matrix, plots, report, socketrow, validate
 from parleybench.cells import Cell, ConversationPool
 from parleybench.config import FULL, SMOKE, Plan
 from parleybench.paths import BENCH_DIR, REPO_DIR, RESULTS_DIR, STATE_DIR
 from parleybench.processes import Supervisor
 from parleybench.stack import bring_up
 
-ROWS = ("overhead", "throughput", "profile", "sockets")
+ROWS = ("overhead", "throughput", "inflight", "waterfall", "profile", "sockets")
 DOC = REPO_DIR / "BENCHMARKS.md"
 TABLE_START = "<!-- bench/run writes the latest results below; edit around them -->"
 TABLE_END = "<!-- end of bench/run results -->"
@@ -37,14 +39,23 @@ def progress(message: str) -> None:
     )
 
 
-def measure(plan: Plan, rows: list[str]) -> tuple[dict[str, Any], list[Cell]]:
+def measure(plan: Plan, rows: list[str]) -> tuple[dict[str, Any], list[Cell], dict[str, Any]]:
     sections: dict[str, Any] = {}
     cells: list[Cell] = []
+    setup: dict[str, Any] = {}
     with Supervisor() as supervisor:
         progress(f"starting the servers ({plan.name} plan)")
         stack = bring_up(supervisor, plan, progress)
         pool = ConversationPool(stack)
-        progress(f"servers up; signed in {len(stack.cookies)} users")
+        progress(
+            f"servers up; signed in {len(stack.cookies)} users; design a's worker writes "
+            f"{stack.replies_in_flight} replies at once ({stack.replies_in_flight_source})"
+        )
+        setup = {
+            "replies_in_flight": stack.replies_in_flight,
+            "replies_in_flight_source": stack.replies_in_flight_source,
+            "nginx_settings": stack.nginx_settings,
+        }
         matrix.warm_up(stack, pool, plan.overhead_model, progress)
         if "overhead" in rows:
             overhead = matrix.run_overhead_row(stack, pool, progress)
@@ -54,6 +65,14 @@ def measure(plan: Plan, rows: list[str]) -> tuple[dict[str, Any], list[Cell]]:
             throughput = matrix.run_throughput_row(stack, pool, progress)
             sections["throughput"] = report.throughput_section(throughput, plan)
             cells += throughput
+        if "inflight" in rows:
+            inflight = matrix.run_inflight_row(stack, pool, progress)
+            sections["inflight"] = report.inflight_section(inflight, plan, stack.replies_in_flight)
+            cells += inflight
+        if "waterfall" in rows:
+            falls = matrix.run_waterfall_row(stack, pool, progress)
+            sections["waterfall"] = report.waterfall_section(falls, plan)
+            cells += falls
         if "profile" in rows:
             sections["profile"] = matrix.run_profiles(stack, pool, progress)
         if "sockets" in rows:
@@ -66,7 +85,9 @@ def measure(plan: Plan, rows: list[str]) -> tuple[dict[str, Any], list[Cell]]:
                 )
             sections["sockets"] = report.sockets_section(servers, plan)
         progress("stopping the servers")
-    return sections, cells
+        if stack.counters is not None:
+            stack.counters.close()
+    return sections, cells, setup
 
 
 def update_doc(table: str) -> None:
@@ -93,7 +114,7 @@ def main() -> int:
         return 2
     started, stamp = time.time(), datetime.now(UTC).strftime("%Y-%m-%dT%H%MZ")
     load_start = os.getloadavg()
-    sections, cells = measure(plan, rows)
+    sections, cells, setup = measure(plan, rows)
     loads = [cell.load_average[0] for cell in cells] or [load_start[0]]
     results: dict[str, Any] = {
         "meta": {
@@ -107,22 +128,30 @@ def main() -> int:
             "load_range": [min(loads), max(loads)],
             "overhead_model": plan.overhead_model.name,
             "throughput_model": plan.throughput_model.name,
+            "inflight_model": plan.inflight_model.name,
+            "model_transport": "https",
+            **setup,
             "plan_settings": {
                 "rounds": plan.rounds,
                 "levels": [level.__dict__ for level in plan.overhead_levels],
                 "throughput_level": plan.throughput_level.__dict__,
+                "inflight_levels": list(plan.inflight_levels),
+                "inflight_rounds": plan.inflight_rounds,
+                "waterfall_level": plan.waterfall_level.__dict__,
                 "sockets": plan.sockets,
                 "web_workers": plan.web_workers,
-                "celery_concurrency": plan.celery_concurrency,
+                "replies_in_flight": setup.get("replies_in_flight"),
+                "prefork_concurrency": plan.prefork_concurrency,
             },
         },
         **sections,
         "cells": [cell.to_json() for cell in cells],
     }
-    table = report.markdown(results)
     # bench/results keeps full runs only; a smoke or a subset of rows stays in bench/.state.
     full = not args.smoke and set(rows) == set(ROWS)
     out_dir = RESULTS_DIR if full else STATE_DIR / "results"
+    results["plots"] = plots.draw(cells, out_dir, stamp, plan)
+    table = report.markdown(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stamp}.json").write_text(json.dumps(results, separators=(",", ":")))
     (out_dir / f"{stamp}.md").write_text(table)
@@ -136,7 +165,7 @@ def main() -> int:
             return 1
         progress(f"smoke passed in {time.time() - started:.0f} s")
     elif full:
-        update_doc(table)
+        update_doc(report.markdown(results, image_prefix="bench/results/"))
         progress(f"{DOC.relative_to(REPO_DIR)} updated")
     return 0
 

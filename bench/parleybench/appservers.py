@@ -1,8 +1,9 @@
 """The fake model and every server of every design, started from the app's own entry points.
 
 Gunicorn reads app/gunicorn.conf.py exactly as roles/gunicorn runs it; Daphne serves the same
-`parley.asgi:application`; Celery runs the prefork pool the app is deployed with. The app
-runs with production settings behind nginx's TLS.
+`parley.asgi:application`; Celery runs as roles/celery starts it (the threads pool, many
+replies per process), or with the prefork pool of before for design p. The app runs with
+production settings behind nginx's TLS, and reaches the fake model over HTTPS.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from parleybench.config import ModelSpec, Plan
 from parleybench.paths import APP_DIR, BENCH_DIR, STATE_DIR, VENV_BIN
 from parleybench.processes import Process, Supervisor, port_open, wait_until
+from parleybench.tls import TlsFiles
 
 
 @dataclass
@@ -42,9 +45,9 @@ def wait_all(started: list[Started], timeout: float = 120) -> None:
     wait_until(all_ready, timeout, ", ".join(item.what for item in started))
 
 
-def http_ok(url: str) -> bool:
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  (loopback)
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
             return response.status == 200
     except OSError:
         return False
@@ -61,8 +64,9 @@ def _python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def start_fakellm(supervisor: Supervisor, port: int, default: ModelSpec) -> Process:
-    """One fake model server; each request's model name picks its pace (fakellm markers)."""
+def start_fakellm(supervisor: Supervisor, port: int, default: ModelSpec, tls: TlsFiles) -> Process:
+    """One fake model server over HTTPS, as every real provider is reached; each request's
+    model name picks its pace (fakellm markers)."""
     process = supervisor.start(
         "fakellm",
         [
@@ -81,12 +85,17 @@ def start_fakellm(supervisor: Supervisor, port: int, default: ModelSpec) -> Proc
             str(default.reply_tokens),
             "--models",
             "fake-model",
+            "--tls-cert",
+            str(tls.certificate),
+            "--tls-key",
+            str(tls.key),
         ],
         env=_python_env(),
         cwd=APP_DIR,
     )
+    context = ssl.create_default_context(cafile=str(tls.ca))
     wait_until(
-        lambda: process.check_alive() or http_ok(f"http://127.0.0.1:{port}/v1/models"),
+        lambda: process.check_alive() or http_ok(f"https://127.0.0.1:{port}/v1/models", context),
         30,
         "the fake LLM server",
     )
@@ -171,9 +180,17 @@ def start_daphne(
     )
 
 
-def start_celery(
-    supervisor: Supervisor, name: str, app_env: dict[str, str], plan: Plan, metrics_port: int
+def start_celery(  # noqa: PLR0913  (what differs between the workers, named)
+    supervisor: Supervisor,
+    name: str,
+    app_env: dict[str, str],
+    *,
+    pool: str,
+    concurrency: int,
+    metrics_port: int,
 ) -> Started:
+    """A worker as roles/celery's unit starts one (`--without-mingle`), with the pool given:
+    `threads` and N replies in flight, or `prefork` and one reply per process."""
     env = _python_env(
         {
             **app_env,
@@ -189,13 +206,14 @@ def start_celery(
             "parley",
             "worker",
             "--pool",
-            "prefork",
+            pool,
             "--concurrency",
-            str(plan.celery_concurrency),
+            str(concurrency),
             "--loglevel",
             "INFO",
             "--hostname",
             f"{name}@%h",
+            "--without-mingle",
         ],
         env=env,
         cwd=APP_DIR,

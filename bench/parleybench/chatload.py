@@ -76,7 +76,7 @@ async def await_reply(
         kind = frame.get("type")
         if frame.get("id") == client_id:
             if kind == "ack":
-                reply_id = frame["reply_id"]
+                reply_id = record.reply_id = frame["reply_id"]
                 continue
             if kind == "error":
                 record.status, record.error = frame.get("code", "error"), frame.get("message", "")

@@ -1,4 +1,4 @@
-"""Ports, credentials and the two plans: the full matrix and the seconds-long smoke.
+"""Ports, credentials and the two plans: the full matrix and the minute-long smoke.
 
 Every port is in 59xxx, apart from the app's own test services (55432, 5638x, 58xxx), so a
 benchmark never collides with `make -C app test` running at the same time.
@@ -22,14 +22,18 @@ class Ports:
     inprocess: int = 59003  # (c) Gunicorn + Uvicorn, generation in the consumer
     per_token: int = 59004  # (a) with one channel-layer message per token
     echo: int = 59005  # bare Uvicorn + websockets echo server (row 3's baseline)
+    prefork: int = 59006  # (p) Gunicorn + Uvicorn, Celery's prefork pool of before
     worker_metrics: int = 59009
     worker_metrics_per_token: int = 59010
+    worker_metrics_prefork: int = 59011
 
     def tls(self, backend: int) -> int:
         return backend + 440
 
     def all(self) -> list[int]:
-        backends = [self.parley, self.daphne, self.inprocess, self.per_token, self.echo]
+        backends = [
+            self.parley, self.daphne, self.inprocess, self.per_token, self.echo, self.prefork
+        ]  # fmt: skip
         return [
             self.postgres,
             self.redis_broker,
@@ -37,6 +41,7 @@ class Ports:
             self.fakellm,
             self.worker_metrics,
             self.worker_metrics_per_token,
+            self.worker_metrics_prefork,
             *backends,
             *(self.tls(port) for port in backends),
         ]
@@ -99,8 +104,18 @@ class Plan:
     socket_clients: int
     socket_hold_seconds: float
     users: int
+    # Row 5: N chats sending at once to a model with 10-second replies, in rounds of their own.
+    inflight_model: ModelSpec
+    inflight_levels: tuple[int, ...]
+    inflight_rounds: int
+    # The waterfall's own measurement: each design warmed at this level, then measured at it.
+    waterfall_level: LoadLevel
     web_workers: int = 3
-    celery_concurrency: int = 8
+    # Design a's worker: Celery's threads pool writing this many replies at once on one event
+    # loop, the celery role's `celery_replies_in_flight` per worker host (roledefaults.py).
+    replies_in_flight: int = 200
+    # Design p's worker: the prefork pool of before, one reply per process.
+    prefork_concurrency: int = 8
     # Replies of each profiled (py-spy) measurement, apart from the matrix.
     profile_replies: int = 12
 
@@ -127,9 +142,18 @@ FULL = Plan(
     socket_clients=4,
     socket_hold_seconds=10,
     users=20,
+    # The issue's row 5: 200 ms to the first token, 20 tokens a second, 200 tokens: a reply
+    # lasts 10 s, as real ones do, so what a worker host holds at once is what counts.
+    inflight_model=ModelSpec(ttft_ms=200, tokens_per_second=20, reply_tokens=200),
+    inflight_levels=(50, 200, 500),
+    # One round: each measurement is N replies at once (a p99 of its own), and the prefork
+    # design needs N / 8 x 10 s per measurement (about 11 minutes at N = 500).
+    inflight_rounds=1,
+    waterfall_level=LoadLevel(chats=10, replies=4, think=(0.05, 0.1), ramp=1.0),
 )
 
 # Enough to prove the harness runs end to end and writes well-formed results; never timed.
+# Row 5's levels are above both workers' slots, so replies queue there too.
 SMOKE = Plan(
     name="smoke",
     rounds=1,
@@ -141,7 +165,12 @@ SMOKE = Plan(
     socket_clients=2,
     socket_hold_seconds=1,
     users=2,
+    inflight_model=ModelSpec(ttft_ms=100, tokens_per_second=50, reply_tokens=10),
+    inflight_levels=(3, 6),
+    inflight_rounds=1,
+    waterfall_level=LoadLevel(chats=2, replies=2, think=(0.0, 0.05), ramp=0.1),
     web_workers=1,
-    celery_concurrency=2,
+    replies_in_flight=4,
+    prefork_concurrency=2,
     profile_replies=2,
 )

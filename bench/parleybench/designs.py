@@ -19,6 +19,9 @@ class Design:
     roles: tuple[str, ...]
     # The broker database its Celery tasks queue in; None without Celery.
     queue_db: int | None = None
+    # Its Celery worker's process role and metrics port (replies in flight); None without.
+    worker: str | None = None
+    worker_metrics_port: int | None = None
 
     @property
     def through_app(self) -> bool:
@@ -29,11 +32,13 @@ def all_designs(ports: Ports) -> dict[str, Design]:
     designs = [
         Design(
             "a",
-            "Parley as deployed: nginx → Gunicorn+Uvicorn → Channels → signal → Celery → "
-            "channel layer",
+            "Parley as deployed: nginx → Gunicorn+Uvicorn → Channels → signal → Celery "
+            "(threads pool, many replies on one event loop) → channel layer",
             ports.parley,
             ("web-a", "celery", *SHARED),
             queue_db=0,
+            worker="celery",
+            worker_metrics_port=ports.worker_metrics,
         ),
         Design(
             "b",
@@ -41,6 +46,8 @@ def all_designs(ports: Ports) -> dict[str, Design]:
             ports.daphne,
             ("web-b", "celery", *SHARED),
             queue_db=0,
+            worker="celery",
+            worker_metrics_port=ports.worker_metrics,
         ),
         Design(
             "c",
@@ -57,6 +64,17 @@ def all_designs(ports: Ports) -> dict[str, Design]:
             ports.per_token,
             ("web-a1", "celery-a1", *SHARED),
             queue_db=1,
+            worker="celery-a1",
+            worker_metrics_port=ports.worker_metrics_per_token,
+        ),
+        Design(
+            "p",
+            "a with the prefork worker of before: one reply per pool process",
+            ports.prefork,
+            ("web-p", "celery-p", *SHARED),
+            queue_db=2,
+            worker="celery-p",
+            worker_metrics_port=ports.worker_metrics_prefork,
         ),
     ]
     return {design.key: design for design in designs}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 
 import openai
@@ -68,8 +69,15 @@ async def run_chat(
 async def main(spec: LoadSpec) -> LoadResult:
     result = LoadResult(tag=spec.tag, started_at=time.time())
     # One client for every chat, as a front end holding one SDK client would; no retries, so
-    # a failure shows as a failure.
-    client = openai.AsyncOpenAI(base_url=spec.base_url, api_key="not-needed", max_retries=0)
+    # a failure shows as a failure. The model is reached over HTTPS, trusting the run's CA.
+    client = openai.AsyncOpenAI(
+        base_url=spec.base_url,
+        api_key="not-needed",
+        max_retries=0,
+        http_client=openai.DefaultAsyncHttpxClient(
+            verify=ssl.create_default_context(cafile=spec.cafile)
+        ),
+    )
     tasks = [
         asyncio.create_task(run_chat(client, spec, index, result))
         for index in range(len(spec.chats))

@@ -37,7 +37,7 @@ class LoadSpec:
     deadline: float
     seed: int
     chats: list[ChatTarget]
-    # The chat client: wss://host:port and the CA that signed nginx's certificate.
+    # The chat client: wss://host:port; the CA that signed nginx's and the model's certificates.
     url: str = ""
     origin: str = ""
     cafile: str = ""
@@ -74,6 +74,7 @@ class ReplyRecord:
     chars: int = 0
     status: str = "pending"  # complete | error code | timeout
     error: str = ""
+    reply_id: int | None = None  # the app's id of the reply (from the ack): its timeline
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Rows 1 and 2: every design measured in rotating order, round after round, in one run.
+"""Rows 1, 2 and 5 and the waterfall: every design measured in rotating order, round after
+round, in one run.
 
 A slow minute on the shared machine then lands on every design alike instead of on whichever
 happened to run in it; each figure is pooled over the rounds, and each comparison is also
@@ -18,8 +19,10 @@ from parleybench.cells import (
     ConversationPool,
     ModelTiming,
     failures,
+    layer_messages,
     reply_figures,
     run_cell,
+    waterfall,
 )
 from parleybench.config import LoadLevel, ModelSpec
 from parleybench.designs import Design, all_designs, rotated
@@ -27,11 +30,16 @@ from parleybench.paths import STATE_DIR
 from parleybench.profile import Profiler
 from parleybench.stack import Stack
 
-OVERHEAD_DESIGNS = ["a", "b", "c", "d"]
+OVERHEAD_DESIGNS = ["a", "b", "c", "d", "p"]
 # Row 1's diagnostic: design a without coalescing, which shows what the coalescing window
 # adds to the first token. Measured at one chat only.
 OVERHEAD_DIAGNOSTIC = "a1"
-THROUGHPUT_DESIGNS = ["a", "a1", "d"]
+THROUGHPUT_DESIGNS = ["a", "a1", "d", "p"]
+# Row 5: the worker host as deployed, the prefork worker of before, and the model on its own
+# (the floor's client holding N streams: what the fake model itself does at N).
+INFLIGHT_DESIGNS = ["a", "p", "d"]
+# The waterfall's own measurement: each design warmed, then measured, at one level.
+WATERFALL_DESIGNS = ["a", "p"]
 
 Progress = Callable[[str], None]
 
@@ -40,7 +48,7 @@ def warm_up(stack: Stack, pool: ConversationPool, model: ModelSpec, progress: Pr
     """A few replies on every design first: imports, pools and caches are not measured."""
     designs = all_designs(stack.ports)
     level = LoadLevel(chats=2, replies=2, think=(0.0, 0.05), ramp=0.2)
-    for key in [*OVERHEAD_DESIGNS, OVERHEAD_DIAGNOSTIC]:
+    for key in [*OVERHEAD_DESIGNS, OVERHEAD_DIAGNOSTIC]:  # p is among them
         cell = run_cell(
             stack, pool, designs[key], row="warmup", level=level, model=model, round_index=0
         )
@@ -90,6 +98,62 @@ def run_throughput_row(stack: Stack, pool: ConversationPool, progress: Progress)
                     level=plan.throughput_level,
                     model=plan.throughput_model,
                     round_index=round_index,
+                    progress=progress,
+                )
+            )
+    return cells
+
+
+def inflight_timeout(chats: int, slots: int, model: ModelSpec) -> float:
+    """How long a reply of row 5 may take: the replies ahead of it drain `slots` at a time,
+    each lasting the model's own time; twice that, plus two minutes for a busy machine."""
+    waves = -(-chats // max(1, slots))
+    return 2 * waves * model.own_seconds + 120
+
+
+def run_inflight_row(stack: Stack, pool: ConversationPool, progress: Progress) -> list[Cell]:
+    """Row 5: N chats send at once; what one worker host holds, and how soon each first token
+    comes, against the prefork worker of before."""
+    plan, designs = stack.plan, all_designs(stack.ports)
+    cells: list[Cell] = []
+    for round_index in range(plan.inflight_rounds):
+        for level_index, chats in enumerate(plan.inflight_levels):
+            level = LoadLevel(chats=chats, replies=1, think=(0.0, 0.0), ramp=0.0)
+            for key in rotated(INFLIGHT_DESIGNS, round_index + level_index):
+                design = designs[key]
+                slots = stack.worker_slots[design.worker] if design.worker else chats
+                cells.append(
+                    _measure(
+                        stack,
+                        pool,
+                        design,
+                        row="inflight",
+                        level=level,
+                        model=plan.inflight_model,
+                        round_index=round_index,
+                        progress=progress,
+                        reply_timeout=inflight_timeout(chats, slots, plan.inflight_model),
+                    )
+                )
+    return cells
+
+
+def run_waterfall_row(stack: Stack, pool: ConversationPool, progress: Progress) -> list[Cell]:
+    """Each design twice in a row at the same level: the first pass opens whatever its pools
+    lack (kept as "waterfall-warm"), the second shows what a warm stack needs per reply."""
+    plan, designs = stack.plan, all_designs(stack.ports)
+    cells: list[Cell] = []
+    for key in WATERFALL_DESIGNS:
+        for row in ("waterfall-warm", "waterfall"):
+            cells.append(
+                _measure(
+                    stack,
+                    pool,
+                    designs[key],
+                    row=row,
+                    level=plan.waterfall_level,
+                    model=plan.overhead_model,
+                    round_index=0,
                     progress=progress,
                 )
             )
@@ -151,15 +215,27 @@ def _measure(  # noqa: PLR0913  (passed straight to run_cell)
     model: ModelSpec,
     round_index: int,
     progress: Progress,
+    reply_timeout: float = 120.0,
 ) -> Cell:
     stack.supervisor.check_alive()
-    cell = run_cell(stack, pool, design, row=row, level=level, model=model, round_index=round_index)
+    cell = run_cell(
+        stack,
+        pool,
+        design,
+        row=row,
+        level=level,
+        model=model,
+        round_index=round_index,
+        reply_timeout=reply_timeout,
+    )
     summary = cell.summary
     progress(
         f"{row} round {round_index + 1} design {design.key} chats {level.chats}: "
         f"{summary['complete']}/{summary['replies']} replies, {summary['errors']} errors, "
-        f"first token p50 {summary['ttft_ms']['p50']} ms, "
-        f"{summary['throughput']['tokens_per_second']} tokens/s"
+        f"first token p50/p99 {summary['ttft_ms']['p50']}/{summary['ttft_ms']['p99']} ms, "
+        f"model saw {summary['most_open_streams']} at once, "
+        f"{summary['throughput']['tokens_per_second']} tokens/s, new connections "
+        f"{summary['connections']}"
     )
     return cell
 
@@ -176,7 +252,15 @@ def pooled(cells: list[Cell], model: ModelSpec) -> dict[str, Any]:
     for cell in cells:
         for instance, calls in cell.redis_commands.items():
             commands[instance] = commands.get(instance, 0) + sum(calls.values())
-    layer = sum(cell.redis_commands["channels"].get("zpopmin", 0) for cell in cells)
+    layer = sum(layer_messages(cell) for cell in cells)
+    sent = max(1, sum(len(cell.load.replies) for cell in cells))
+    connections: dict[str, int] = {}
+    for cell in cells:
+        for name, new in cell.connections.items():
+            connections[name] = connections.get(name, 0) + new
+    timelines = {reply: steps for cell in cells for reply, steps in cell.timeline.items()}
+    in_flight = [cell.in_flight for cell in cells if cell.in_flight]
+    loads = [cell.load_average[0] for cell in cells]
     return {
         "rounds": len(cells),
         "replies": sum(cell.summary["replies"] for cell in cells),
@@ -227,6 +311,25 @@ def pooled(cells: list[Cell], model: ModelSpec) -> dict[str, Any]:
         "queue_depth_mean": stats.median(
             cell.queue_depth["mean"] for cell in cells if cell.queue_depth
         ),
+        "waterfall_ms": waterfall(replies, timelines, timings),
+        "connections": connections,
+        "connections_per_reply": {name: round(new / sent, 3) for name, new in connections.items()},
+        "most_open_streams": max(cell.most_open_streams for cell in cells),
+        "in_flight": _in_flight(in_flight),
+        "load_average": [round(min(loads), 2), round(max(loads), 2)],
+    }
+
+
+def _in_flight(samples: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Over rounds: the most replies in flight seen, and the median of the other figures."""
+    if not samples:
+        return None
+    figures = ("idle_rss_mib", "rss_at_most_in_flight_mib", "peak_rss_mib",
+               "kib_per_reply_in_flight", "idle_mib_per_slot")  # fmt: skip
+    return {
+        "slots": samples[0]["slots"],
+        "most_in_flight": max(sample["most_in_flight"] for sample in samples),
+        **{name: stats.median(sample[name] for sample in samples) for name in figures},
     }
 
 

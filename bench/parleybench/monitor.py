@@ -8,7 +8,9 @@ a noisy neighbour makes a reply wait longer, not cost more cycles.
 from __future__ import annotations
 
 import os
+import re
 import threading
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,3 +190,68 @@ def command_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, in
     # The harness's own INFO calls are not the app's work.
     delta = {name: calls - before.get(name, 0) for name, calls in after.items()}
     return {name: calls for name, calls in sorted(delta.items()) if calls > 0 and name != "info"}
+
+
+IN_FLIGHT = re.compile(r"^parley_replies_in_flight(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
+
+
+def replies_in_flight(metrics_port: int) -> float | None:
+    """The worker's `parley_replies_in_flight` gauge, or None if its endpoint did not answer."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    return sum(float(value) for value in IN_FLIGHT.findall(text))
+
+
+@dataclass
+class InFlightSampler:
+    """A worker's resident memory and replies in flight, sampled together while a design runs.
+
+    Memory per reply in flight = (memory at the most replies in flight - memory just before
+    the load) / those replies: what one more reply costs a worker host, where the pool
+    processes themselves (prefork's price per reply) are in the idle figure.
+    """
+
+    pids: list[int]
+    metrics_port: int
+    slots: int
+    interval: float = 0.2
+    idle_rss_kb: int = 0
+    samples: list[tuple[int, float]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            in_flight = replies_in_flight(self.metrics_port)
+            if in_flight is not None:
+                self.samples.append((rss_kb(self.pids), in_flight))
+
+    def __enter__(self) -> InFlightSampler:
+        self.idle_rss_kb = rss_kb(self.pids)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def summary(self) -> dict[str, float | int | None]:
+        most = max((in_flight for _rss, in_flight in self.samples), default=0.0)
+        at_most = max((rss for rss, in_flight in self.samples if in_flight == most), default=0)
+        per_reply = (at_most - self.idle_rss_kb) / most if most > 0 else None
+        return {
+            "slots": self.slots,
+            "most_in_flight": int(most),
+            "idle_rss_mib": round(self.idle_rss_kb / 1024, 1),
+            "rss_at_most_in_flight_mib": round(at_most / 1024, 1),
+            "peak_rss_mib": round(max((r for r, _ in self.samples), default=0) / 1024, 1),
+            "kib_per_reply_in_flight": None if per_reply is None else round(per_reply, 1),
+            "idle_mib_per_slot": round(self.idle_rss_kb / 1024 / max(1, self.slots), 2),
+            "samples": len(self.samples),
+        }

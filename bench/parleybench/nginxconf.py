@@ -7,10 +7,11 @@ upgrade headers, `proxy_buffering off` and a one-hour read timeout on /ws/. Left
 per-address rate and connection limits (the role exempts 127.0.0.0/8 from them anyway), the
 ACME and redirect servers on port 80, static caching.
 
-Changed for row 3, and said so in BENCHMARKS.md: the role's 4096 connections per worker hold
-about 4,000 WebSockets on a 2-core lb (two descriptors each); here each worker may hold 16,384,
-the descriptor limit is the process's hard limit, and `reuseport` spreads connections evenly
-over the workers so neither runs out first.
+Read from the role itself (roledefaults.py), so row 3 holds its sockets with what a site gets
+by default: connections per worker (`nginx_worker_connections`), the descriptor limit its
+template derives from them, and `reuseport` when its TLS listener has it. The one difference:
+the descriptor limit is capped at this process's hard limit, which a container without
+CAP_SYS_RESOURCE cannot raise (nginx would only log that its setrlimit failed).
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from parleybench import roledefaults
 from parleybench.tls import TlsFiles
 
 TLS12_CIPHERS = (
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 )
-WORKER_CONNECTIONS = 16384
 
 
 @dataclass(frozen=True)
@@ -34,16 +35,28 @@ class Frontend:
     backend_port: int
 
 
+def settings(nofile: int) -> dict[str, int | bool]:
+    """The role's defaults as this run applies them (recorded with the results)."""
+    role = roledefaults.nginx()
+    return {
+        "worker_connections": role.worker_connections,
+        "role_worker_rlimit_nofile": role.worker_rlimit_nofile,
+        "worker_rlimit_nofile": min(role.worker_rlimit_nofile, nofile),
+        "reuseport": role.reuseport,
+    }
+
+
 def render(frontends: list[Frontend], tls: TlsFiles, state: Path, nofile: int) -> str:
-    servers = "\n".join(_server(frontend, tls) for frontend in frontends)
+    chosen = settings(nofile)
+    servers = "\n".join(_server(frontend, tls, bool(chosen["reuseport"])) for frontend in frontends)
     return f"""\
 worker_processes auto;
-worker_rlimit_nofile {nofile};
+worker_rlimit_nofile {chosen["worker_rlimit_nofile"]};
 pid {state}/nginx.pid;
 error_log {state}/error.log warn;
 
 events {{
-    worker_connections {WORKER_CONNECTIONS};
+    worker_connections {chosen["worker_connections"]};
 }}
 
 http {{
@@ -84,7 +97,7 @@ http {{
 """
 
 
-def _server(frontend: Frontend, tls: TlsFiles) -> str:
+def _server(frontend: Frontend, tls: TlsFiles, reuseport: bool) -> str:
     upstream = f"bench_{frontend.name}"
     headers = """\
             proxy_set_header Host $host;
@@ -100,7 +113,7 @@ def _server(frontend: Frontend, tls: TlsFiles) -> str:
     }}
 
     server {{
-        listen 127.0.0.1:{frontend.listen_port} ssl http2 reuseport;
+        listen 127.0.0.1:{frontend.listen_port} ssl http2{" reuseport" if reuseport else ""};
         server_name _;
         ssl_certificate {tls.certificate};
         ssl_certificate_key {tls.key};

@@ -17,6 +17,7 @@ from parleybench import stats
 from parleybench.cells import Cell
 from parleybench.config import Plan
 from parleybench.matrix import group_cells, paired, pooled
+from parleybench.timeline import STEPS
 
 PACKAGES = [
     "django",
@@ -92,9 +93,12 @@ def overhead_section(cells: list[Cell], plan: Plan) -> dict[str, Any]:
             "a_minus_d_per_round_p50_ms": paired(cells, "a", "d", chats, "overhead_ms"),
             "ttft_p50_ratio_to_d": {
                 design: stats.ratio(figure(design, "ttft_ms", "p50"), figure("d", "ttft_ms", "p50"))
-                for design in ("a", "b", "c", "a1")
+                for design in ("a", "b", "c", "a1", "p")
                 if f"{design}@{chats}" in designs
             },
+            "overhead_p50_ratio_p_to_a": stats.ratio(
+                figure("p", "overhead_ms", "p50"), figure("a", "overhead_ms", "p50")
+            ),
             "overhead_p50_ratio_a_to_c": stats.ratio(
                 figure("a", "overhead_ms", "p50"), figure("c", "overhead_ms", "p50")
             ),
@@ -159,6 +163,95 @@ def throughput_section(cells: list[Cell], plan: Plan) -> dict[str, Any]:
     }
 
 
+def inflight_section(cells: list[Cell], plan: Plan, slots: int) -> dict[str, Any]:
+    """Row 5: per N, each design pooled over its rounds, and the issue's three targets for
+    design a: the model sees all N at once up to the worker's replies in flight, the first
+    token's p99 within 250 ms of the model's own at that N, and no reply lost at any N."""
+    designs = {
+        f"{design}@{chats}": pooled(group, plan.inflight_model)
+        for (design, chats), group in sorted(group_cells(cells).items())
+    }
+    model_ttft = float(plan.inflight_model.ttft_ms)
+    comparisons: dict[str, Any] = {}
+    for chats in plan.inflight_levels:
+        a, p = designs.get(f"a@{chats}"), designs.get(f"p@{chats}")
+        comparisons[str(chats)] = {
+            "most_open_streams": {
+                key.split("@")[0]: entry["most_open_streams"]
+                for key, entry in designs.items()
+                if key.endswith(f"@{chats}")
+            },
+            "ttft_p50_ratio_p_to_a": stats.ratio(
+                p["ttft_ms"]["p50"] if p else None, a["ttft_ms"]["p50"] if a else None
+            ),
+            "ttft_p99_ratio_p_to_a": stats.ratio(
+                p["ttft_ms"]["p99"] if p else None, a["ttft_ms"]["p99"] if a else None
+            ),
+        }
+    held = [chats for chats in plan.inflight_levels if chats <= slots]
+    targets = []
+    for chats in held:
+        entry = designs.get(f"a@{chats}")
+        seen = entry["most_open_streams"] if entry else None
+        targets.append({
+            "target": f"(a) the model sees all {chats} requests at once",
+            "measured": seen,
+            "limit": chats,
+            "met": None if seen is None else seen >= chats,
+        })  # fmt: skip
+    if held:
+        top = designs.get(f"a@{held[-1]}")
+        p99 = top["ttft_ms"]["p99"] if top else None
+        targets.append(
+            _target(
+                f"(a) first token p99 - the model's own ({model_ttft:.0f} ms) at {held[-1]} "
+                "chats ≤ 250 ms",
+                None if p99 is None else round(p99 - model_ttft, 2),
+                250.0,
+            )
+        )
+    lost = sum(
+        entry["replies"] - entry["complete"]
+        for key, entry in designs.items()
+        if key.startswith("a@")
+    )
+    sent = sum(entry["replies"] for key, entry in designs.items() if key.startswith("a@"))
+    targets.append({
+        "target": "(a) replies lost at every N = 0",
+        "measured": f"{lost} of {sent}",
+        "limit": 0,
+        "met": lost == 0 and sent > 0,
+    })  # fmt: skip
+    return {
+        "designs": designs,
+        "comparisons": comparisons,
+        "targets": targets,
+        "slots": slots,
+        "reply_seconds": round(plan.inflight_model.own_seconds, 1),
+    }
+
+
+def waterfall_section(cells: list[Cell], plan: Plan) -> dict[str, Any]:
+    """The waterfall's own measurement (each design warmed, then measured): its steps, and
+    the new connections per reply of a warm stack, which should be none."""
+    designs = {
+        f"{cell.design}@{cell.chats}@{cell.row}": pooled([cell], plan.overhead_model)
+        for cell in cells
+    }
+    targets = []
+    warm = designs.get(f"a@{plan.waterfall_level.chats}@waterfall")
+    if warm is not None:
+        for name in ("postgres", "redis-broker", "redis-channels", "model"):
+            value = warm["connections_per_reply"].get(name)
+            targets.append({
+                "target": f"(a) new connections per reply to {name} after warm-up = 0",
+                "measured": value,
+                "limit": 0,
+                "met": None if value is None else value == 0,
+            })  # fmt: skip
+    return {"designs": designs, "targets": targets}
+
+
 def sockets_section(rows: list[dict[str, Any]], plan: Plan) -> dict[str, Any]:
     by_design = {row["design"]: row for row in rows}
     parley, echo = by_design.get("a"), by_design.get("echo")
@@ -219,7 +312,23 @@ def _rss(entry: dict[str, Any]) -> str:
     return ", ".join(f"{key} {rss[key]:.0f}" for key in keys) or "-"
 
 
-def markdown(results: dict[str, Any]) -> str:
+# Above this 1-minute load average (on this 2-core machine) a figure carries a "busy" mark.
+BUSY_LOAD = 2.0
+
+
+def _load(entry: dict[str, Any]) -> str:
+    low, high = entry.get("load_average") or [None, None]
+    if low is None:
+        return "-"
+    text = f"{low:.1f}" if low == high else f"{low:.1f}-{high:.1f}"
+    return f"{text} busy" if high > BUSY_LOAD else text
+
+
+def _picture(plots: dict[str, str], key: str, title: str, prefix: str) -> list[str]:
+    return [f"![{title}]({prefix}{plots[key]})", ""] if key in plots else []
+
+
+def markdown(results: dict[str, Any], image_prefix: str = "") -> str:
     meta = results["meta"]
     lines = [
         f"Run {meta['stamp']} ({meta['plan']} plan), `{meta['command']}`, "
@@ -230,17 +339,38 @@ def markdown(results: dict[str, Any]) -> str:
         f"over the measurements {meta['load_range'][0]:.2f}-{meta['load_range'][1]:.2f}.",
         "",
     ]
+    busy = meta["load_range"][1] > BUSY_LOAD
+    lines += [
+        f"The fake model was reached over {meta.get('model_transport', 'http').upper()} by "
+        "every design and the floor, in every row. "
+        + (
+            f"**The machine was busy: a load average above {BUSY_LOAD:g} (on "
+            f"{meta['machine']['cores']} cores) during the measurements; each table's load "
+            "column says which.**"
+            if busy
+            else ""
+        ),
+        "",
+    ]
+    plots = results.get("plots", {})
     if "overhead" in results:
         lines += _overhead_markdown(results["overhead"], meta)
+        lines += _picture(plots, "row1", "Row 1: first token, each design", image_prefix)
     if "throughput" in results:
         lines += _throughput_markdown(results["throughput"], meta)
+    if "inflight" in results:
+        lines += _inflight_markdown(results["inflight"], meta)
+        lines += _picture(plots, "row5", "Row 5: first token, each design and N", image_prefix)
+        lines += _picture(plots, "row5-n", "Row 5: first token against N", image_prefix)
+    if "waterfall" in results:
+        lines += _waterfall_markdown(results)
     if "profile" in results:
         lines += _profile_markdown(results["profile"])
     if "sockets" in results:
-        lines += _sockets_markdown(results["sockets"])
+        lines += _sockets_markdown(results["sockets"], meta)
     targets = [
         t
-        for key in ("overhead", "throughput", "sockets")
+        for key in ("overhead", "throughput", "inflight", "waterfall", "sockets")
         if key in results
         for t in results[key]["targets"]
     ]
@@ -263,8 +393,8 @@ def _overhead_markdown(section: dict[str, Any], meta: dict[str, Any]) -> list[st
         "",
         "| chats | design | ok/sent | first token p50/p95/p99 ms | overhead p50/p95/p99 ms "
         "| split p50 ms | ÷ (d) p50 | Celery queue mean/max | CPU ms per reply (by part) "
-        "| layer msgs/reply | peak RSS MiB (sum of the group) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| layer msgs/reply | peak RSS MiB (sum of the group) | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, entry in section["designs"].items():
         design, chats = key.split("@")
@@ -275,20 +405,21 @@ def _overhead_markdown(section: dict[str, Any], meta: dict[str, Any]) -> list[st
             f"{_triple(entry['ttft_ms'])} | {_triple(entry['overhead_ms'])} | "
             f"{_fmt(split['before_model'])} / {_fmt(split['model'])} / "
             f"{_fmt(split['after_model'])} | {_fmt(ratio)} | {_queue(entry)} | {_cpu(entry)} | "
-            f"{_fmt(entry['layer_messages_per_reply'])} | {_rss(entry)} |"
+            f"{_fmt(entry['layer_messages_per_reply'])} | {_rss(entry)} | {_load(entry)} |"
         )
     lines += [
         "",
         "| chats | (a)-(c) p50 / p99 ms | (a)-(c) p50 per round | (a)-(d) p50 ms "
-        "| (a)-(d) p50 per round | overhead (a)÷(c) | overhead (b)÷(a) |",
-        "|---|---|---|---|---|---|---|",
+        "| (a)-(d) p50 per round | overhead (a)÷(c) | overhead (b)÷(a) | overhead (p)÷(a) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for chats, c in section["comparisons"].items():
         lines.append(
             f"| {chats} | {_fmt(c['a_minus_c_overhead_p50_ms'])} / "
             f"{_fmt(c['a_minus_c_overhead_p99_ms'])} | {c['a_minus_c_per_round_p50_ms']} | "
             f"{_fmt(c['a_minus_d_overhead_p50_ms'])} | {c['a_minus_d_per_round_p50_ms']} | "
-            f"{_fmt(c['overhead_p50_ratio_a_to_c'])} | {_fmt(c['overhead_p50_ratio_b_to_a'])} |"
+            f"{_fmt(c['overhead_p50_ratio_a_to_c'])} | {_fmt(c['overhead_p50_ratio_b_to_a'])} | "
+            f"{_fmt(c.get('overhead_p50_ratio_p_to_a'))} |"
         )
     return [*lines, ""]
 
@@ -301,8 +432,8 @@ def _throughput_markdown(section: dict[str, Any], meta: dict[str, Any]) -> list[
         "",
         "| design | ok/sent | tokens/s (median of rounds) | per round | ÷ (d) | deltas/reply "
         "| layer msgs/reply | channel-layer Redis cmds/reply | Celery queue mean/max "
-        "| CPU ms per reply (by part) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| CPU ms per reply (by part) | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     floor = section["designs"].get("d", {}).get("tokens_per_second")
     for design, entry in section["designs"].items():
@@ -312,7 +443,7 @@ def _throughput_markdown(section: dict[str, Any], meta: dict[str, Any]) -> list[
             f"{_fmt(stats.ratio(entry['tokens_per_second'], floor))} | "
             f"{_fmt(entry['deltas_per_reply'])} | {_fmt(entry['layer_messages_per_reply'])} | "
             f"{_fmt(entry['redis_commands_per_reply'].get('channels'))} | {_queue(entry)} | "
-            f"{_cpu(entry)} |"
+            f"{_cpu(entry)} | {_load(entry)} |"
         )
     return [*lines, ""]
 
@@ -366,9 +497,22 @@ def _queue(entry: dict[str, Any]) -> str:
     return f"{_fmt(entry['queue_depth_mean'])} / {entry['queue_depth_max']}"
 
 
-def _sockets_markdown(section: dict[str, Any]) -> list[str]:
+def _sockets_markdown(section: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    nginx = meta.get("nginx_settings") or {}
     lines = [
         "#### Row 3 — idle WebSockets held through nginx",
+        "",
+        "nginx with the nginx role's defaults: "
+        f"{nginx.get('worker_connections', '?')} connections per worker, "
+        f"{'reuseport' if nginx.get('reuseport') else 'no reuseport'} on the TLS listener, "
+        f"descriptors {nginx.get('worker_rlimit_nofile', '?')} (the role's "
+        f"{nginx.get('role_worker_rlimit_nofile', '?')}, capped at this machine's hard limit); "
+        f"{meta['plan_settings']['web_workers']} Gunicorn workers (the gunicorn role's default "
+        "on 2 cores). Load average (1 min) at the start of each server's measurement: "
+        + ", ".join(
+            f"{row['design']} {row.get('load_average', 0.0):.1f}" for row in section["servers"]
+        )
+        + ".",
         "",
         "| server | wanted | open | answering after hold | errors | opened per s "
         "| web KiB/socket | nginx KiB/socket | channel-layer Redis KiB/socket |",
@@ -389,3 +533,121 @@ def _sockets_markdown(section: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _inflight_markdown(section: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    lines = [
+        "#### Row 5 — replies in flight: N chats send at once",
+        "",
+        f"Fake model: {meta['inflight_model']} (a {section['reply_seconds']:g}-second reply). "
+        "One worker host: design a "
+        f"is Celery's threads pool with {section['slots']} replies in flight "
+        f"({meta.get('replies_in_flight_source', '')}); p is the prefork pool of before, "
+        f"{meta['plan_settings']['prefork_concurrency']} processes; d is the floor's client "
+        "holding N streams to the model itself. Over the model's own = first token at the "
+        "client - the model's configured first token; the model's own as it measured it is "
+        "beside. Worker memory: resident memory of the worker's processes just before the "
+        "chats send, and at the most replies in flight (the worker's "
+        "`parley_replies_in_flight`); per reply = the difference ÷ those replies.",
+        "",
+        "| N | design | ok/sent | model saw at once | first token p50/p95/p99 ms "
+        "| over the model's own p50/p99 ms | model's own p50/p99 ms | Celery queue mean/max "
+        "| most in flight | worker RSS idle → at most in flight MiB | KiB per reply in flight "
+        "| idle MiB per slot | CPU ms per reply (by part) | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, entry in sorted(
+        section["designs"].items(), key=lambda item: (int(item[0].split("@")[1]), item[0])
+    ):
+        design, chats = key.split("@")
+        flight = entry.get("in_flight") or {}
+        overhead = entry["overhead_ms"]
+        own = entry["model_ttft_ms"]
+        lines.append(
+            f"| {chats} | {design} | {_ok(entry)} | {entry['most_open_streams']} | "
+            f"{_triple(entry['ttft_ms'])} | {_fmt(overhead['p50'])} / {_fmt(overhead['p99'])} | "
+            f"{_fmt(own['p50'])} / {_fmt(own['p99'])} | {_queue(entry)} | "
+            f"{_fmt(flight.get('most_in_flight'))} | "
+            + (
+                f"{_fmt(flight.get('idle_rss_mib'))} → "
+                f"{_fmt(flight.get('rss_at_most_in_flight_mib'))}"
+                if flight
+                else "-"
+            )
+            + f" | {_fmt(flight.get('kib_per_reply_in_flight'))} | "
+            f"{_fmt(flight.get('idle_mib_per_slot'))} | {_cpu(entry)} | {_load(entry)} |"
+        )
+    lines += [
+        "",
+        "| N | model saw at once (a / p / d) | first token p50 (p)÷(a) | first token p99 (p)÷(a) |",
+        "|---|---|---|---|",
+    ]
+    for chats, c in section["comparisons"].items():
+        seen = c["most_open_streams"]
+        lines.append(
+            f"| {chats} | {seen.get('a', '-')} / {seen.get('p', '-')} / {seen.get('d', '-')} | "
+            f"{_fmt(c['ttft_p50_ratio_p_to_a'])} | {_fmt(c['ttft_p99_ratio_p_to_a'])} |"
+        )
+    return [*lines, ""]
+
+
+WATERFALL_HEAD = [step for step, _who in STEPS]
+CONNECTIONS = ("postgres", "redis-broker", "redis-channels", "model")
+
+
+def _waterfall_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The waterfall's own cells first, then designs a and p of rows 1 and 5."""
+    rows = []
+    for key, entry in results["waterfall"]["designs"].items():
+        design, chats, row = key.split("@")
+        label = "warm-up pass" if row == "waterfall-warm" else "after warm-up"
+        rows.append((f"waterfall, {label}, {design}, {chats} chats", entry))
+    for section, name in (("overhead", "row 1"), ("inflight", "row 5")):
+        for key, entry in results.get(section, {}).get("designs", {}).items():
+            design, chats = key.split("@")
+            if design in {"a", "p"}:
+                rows.append((f"{name}, {design}, {chats} chats", entry))
+    return rows
+
+
+def _waterfall_markdown(results: dict[str, Any]) -> list[str]:
+    meta = results["meta"]
+    level = meta["plan_settings"]["waterfall_level"]
+    lines = [
+        "#### The waterfall — each step to the first token, and new connections per reply",
+        "",
+        "Milliseconds after the client sent its `send` frame, p50 / p99 over the replies, "
+        "from the app's timeline (`PARLEY_REPLY_TIMELINE=1`) and the fake model's request "
+        "log: "
+        + "; ".join(f"*{step}* {who}" for step, who in STEPS)
+        + f". The waterfall's own measurement: each design at {level['chats']} chats "
+        f"sending {level['replies']} messages each ({meta['overhead_model']}), twice in a "
+        "row; the first pass fills whatever its pools lack.",
+        "",
+        "| measurement | " + " | ".join(WATERFALL_HEAD) + " |",
+        "|---|" + "---|" * len(WATERFALL_HEAD),
+    ]
+    rows = _waterfall_rows(results)
+    for label, entry in rows:
+        steps = entry["waterfall_ms"]
+        cells = [
+            f"{_fmt(steps[step]['p50'])} / {_fmt(steps[step]['p99'])}" if step in steps else "-"
+            for step in WATERFALL_HEAD
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "New connections per reply sent (PostgreSQL `pg_stat_database.sessions`, each Redis "
+        "instance's `total_connections_received`, the fake model's connections that had not "
+        "carried a request before), and in all:",
+        "",
+        "| measurement | replies | " + " | ".join(CONNECTIONS) + " | load (1 min) |",
+        "|---|---|" + "---|" * (len(CONNECTIONS) + 1),
+    ]
+    for label, entry in rows:
+        per, total = entry["connections_per_reply"], entry["connections"]
+        cells = [f"{_fmt(per.get(name))} ({total.get(name, '-')})" for name in CONNECTIONS]
+        lines.append(
+            f"| {label} | {entry['replies']} | " + " | ".join(cells) + f" | {_load(entry)} |"
+        )
+    return [*lines, ""]

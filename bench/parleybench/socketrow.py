@@ -135,6 +135,7 @@ def hold_sockets(  # noqa: PLR0913  (one measurement is all of these)
     restart_web: bool,
 ) -> dict[str, Any]:
     plan = stack.plan
+    load_average = os.getloadavg()[0]
     front = stack.ports.tls(backend_port)
     clients_wanted = max(1, min(plan.socket_clients, len(paths)))
     shares = [list(range(index, len(paths), clients_wanted)) for index in range(clients_wanted)]
@@ -195,6 +196,7 @@ def hold_sockets(  # noqa: PLR0913  (one measurement is all of these)
         "open_seconds": round(open_seconds, 2),
         "opens_per_second": round(open_count / open_seconds, 1) if open_seconds else None,
         "hold_seconds": plan.socket_hold_seconds,
+        "load_average": load_average,
         "rss_before_kib": before,
         "rss_held_kib": held,
         "kib_per_socket": {

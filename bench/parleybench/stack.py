@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 
 import redis
 
-from parleybench import appservers, datastores, nginxconf, signin
+from parleybench import appservers, datastores, nginxconf, roledefaults, signin
 from parleybench.config import Credentials, Plan, Ports
+from parleybench.connections import ConnectionCounters
 from parleybench.datastores import RedisInstance
 from parleybench.paths import APP_DIR, BENCH_DIR, STATE_DIR, VENV_BIN
 from parleybench.processes import Supervisor, ensure_ports_free, raise_open_files_limit
+from parleybench.timeline import TimelineReader
 from parleybench.tls import TlsFiles, make_certificates
 
 
@@ -39,6 +41,14 @@ class Stack:
     conversations: list[tuple[str, str]] = field(default_factory=list)
     broker: RedisInstance | None = None
     channels: RedisInstance | None = None
+    # Design a's worker: replies in flight, and which file said so.
+    replies_in_flight: int = 0
+    replies_in_flight_source: str = ""
+    # Replies each Celery worker (by process role) writes at once.
+    worker_slots: dict[str, int] = field(default_factory=dict)
+    nginx_settings: dict[str, int | bool] = field(default_factory=dict)
+    counters: ConnectionCounters | None = None
+    timeline: TimelineReader = field(default_factory=TimelineReader)
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.tls.ca))
@@ -66,14 +76,19 @@ class Stack:
         return taken
 
 
-def app_environment(
-    plan: Plan, ports: Ports, creds: Credentials, broker: RedisInstance, channels: RedisInstance
+def app_environment(  # noqa: PLR0913  (everything the app's settings name)
+    *,
+    plan: Plan,
+    ports: Ports,
+    creds: Credentials,
+    broker: RedisInstance,
+    channels: RedisInstance,
+    tls: TlsFiles,
 ) -> dict[str, str]:
     """Production settings, as /etc/parley/parley.env holds them, for loopback."""
-    fronts = [
-        ports.tls(port) for port in (ports.parley, ports.daphne, ports.inprocess, ports.per_token)
-    ]
-    models = [plan.overhead_model.name, plan.throughput_model.name]
+    backends = (ports.parley, ports.daphne, ports.inprocess, ports.per_token, ports.prefork)
+    fronts = [ports.tls(port) for port in backends]
+    models = [plan.overhead_model.name, plan.throughput_model.name, plan.inflight_model.name]
     return {
         "DJANGO_SETTINGS_MODULE": "parley.settings.production",
         "PARLEY_SECRET_KEY": creds.secret_key,
@@ -84,8 +99,12 @@ def app_environment(
         "PARLEY_DATABASE_URL": datastores.database_url(ports, creds),
         "PARLEY_CELERY_BROKER_URL": broker.url(creds),
         "PARLEY_CHANNEL_LAYER_URL": channels.url(creds),
-        "PARLEY_LLM_BASE_URL": f"http://127.0.0.1:{ports.fakellm}/v1",
+        # HTTPS, as every real provider: a TLS handshake per reply would show here.
+        "PARLEY_LLM_BASE_URL": f"https://127.0.0.1:{ports.fakellm}/v1",
+        "PARLEY_LLM_CA_FILE": str(tls.ca),
         "PARLEY_LLM_MODELS": ",".join(models),
+        # Each reply's steps in the processes' logs: the waterfall (timeline.py).
+        "PARLEY_REPLY_TIMELINE": "1",
         "PARLEY_LLM_PROVIDER_LABEL": "fakellm",
         "PARLEY_DEMO_PROVIDER": "false",
         # The limits stay on (their Redis round trips are part of every message) but high
@@ -119,10 +138,12 @@ def _manage(app_env: dict[str, str], *args: str) -> str:
 
 def conversations_needed(plan: Plan) -> int:
     """Every measurement uses conversations of its own (ConversationPool), so many are made."""
-    overhead = sum(level.chats for level in plan.overhead_levels) * 3  # designs a, b, c
-    # Row 1's per-token diagnostic at one chat, row 2's two chat designs, row 3's sockets,
-    # and a margin for the warm-up (2 chats x 5 designs) and the profiles.
-    return overhead + 1 + 2 * plan.throughput_level.chats + plan.sockets + 64
+    overhead = sum(level.chats for level in plan.overhead_levels) * 4  # designs a, b, c, p
+    inflight = sum(plan.inflight_levels) * 2  # designs a and p
+    waterfall = plan.waterfall_level.chats * 2
+    # Row 1's per-token diagnostic at one chat, row 2's three chat designs, row 3's sockets,
+    # and a margin for the warm-up (2 chats x 6 designs) and the profiles.
+    return overhead + 1 + 3 * plan.throughput_level.chats + inflight + waterfall + plan.sockets + 64
 
 
 def bring_up(supervisor: Supervisor, plan: Plan, progress: Callable[[str], None]) -> Stack:
@@ -136,10 +157,22 @@ def bring_up(supervisor: Supervisor, plan: Plan, progress: Callable[[str], None]
     tls = make_certificates(STATE_DIR / "tls")
     broker = RedisInstance("broker", ports.redis_broker)
     channels = RedisInstance("channels", ports.redis_channels)
-    app_env = app_environment(plan, ports, creds, broker, channels)
+    app_env = app_environment(
+        plan=plan, ports=ports, creds=creds, broker=broker, channels=channels, tls=tls
+    )
     stack = Stack(
         plan, ports, creds, tls, supervisor, app_env, nofile, broker=broker, channels=channels
     )
+    if plan.name == "full":
+        in_flight = roledefaults.celery_replies_in_flight(plan.replies_in_flight)
+    else:  # the smoke keeps its toy size whatever the role says
+        in_flight = (plan.replies_in_flight, f"the {plan.name} plan")
+    stack.replies_in_flight, stack.replies_in_flight_source = in_flight
+    stack.worker_slots = {
+        "celery": stack.replies_in_flight,
+        "celery-a1": stack.replies_in_flight,
+        "celery-p": plan.prefork_concurrency,
+    }
 
     stack.roots["postgres"] = [datastores.start_postgres(supervisor, ports, creds).pid]
     stack.roots["redis-broker"] = [
@@ -149,8 +182,9 @@ def bring_up(supervisor: Supervisor, plan: Plan, progress: Callable[[str], None]
         datastores.start_redis(supervisor, channels, creds, persistent=False).pid
     ]
     stack.roots["fakellm"] = [
-        appservers.start_fakellm(supervisor, ports.fakellm, plan.overhead_model).pid
+        appservers.start_fakellm(supervisor, ports.fakellm, plan.overhead_model, tls).pid
     ]
+    stack.counters = ConnectionCounters.open(stack.admin(broker), stack.admin(channels), app_env)
 
     progress("data stores and the fake model up; migrating")
     _manage(app_env, "manage.py", "migrate", "--noinput", "-v0")
@@ -177,10 +211,13 @@ def bring_up(supervisor: Supervisor, plan: Plan, progress: Callable[[str], None]
         "PARLEY_CELERY_BROKER_URL": broker.url(creds, db=1),
         "PARLEY_STREAM_FLUSH_TOKENS": "1",
     }
+    # Its own broker database too: design p's web tier queues for its prefork worker only.
+    prefork_env = {**app_env, "PARLEY_CELERY_BROKER_URL": broker.url(creds, db=2)}
+    threads = {"pool": "threads", "concurrency": stack.replies_in_flight}
     servers = {
         "web-a": appservers.start_gunicorn(supervisor, "web-a", ports.parley, app_env, plan),
         "celery": appservers.start_celery(
-            supervisor, "celery", app_env, plan, ports.worker_metrics
+            supervisor, "celery", app_env, **threads, metrics_port=ports.worker_metrics
         ),
         "web-b": appservers.start_daphne(supervisor, "web-b", ports.daphne, app_env, plan),
         "web-c": appservers.start_gunicorn(
@@ -194,7 +231,20 @@ def bring_up(supervisor: Supervisor, plan: Plan, progress: Callable[[str], None]
             supervisor, "web-a1", ports.per_token, per_token_env, plan
         ),
         "celery-a1": appservers.start_celery(
-            supervisor, "celery-a1", per_token_env, plan, ports.worker_metrics_per_token
+            supervisor,
+            "celery-a1",
+            per_token_env,
+            **threads,
+            metrics_port=ports.worker_metrics_per_token,
+        ),
+        "web-p": appservers.start_gunicorn(supervisor, "web-p", ports.prefork, prefork_env, plan),
+        "celery-p": appservers.start_celery(
+            supervisor,
+            "celery-p",
+            prefork_env,
+            pool="prefork",
+            concurrency=plan.prefork_concurrency,
+            metrics_port=ports.worker_metrics_prefork,
         ),
         "echo": appservers.start_echo(supervisor, ports.echo, plan),
     }
@@ -209,9 +259,11 @@ def bring_up(supervisor: Supervisor, plan: Plan, progress: Callable[[str], None]
             ("b", ports.daphne),
             ("c", ports.inprocess),
             ("a1", ports.per_token),
+            ("p", ports.prefork),
             ("echo", ports.echo),
         )
     ]
+    stack.nginx_settings = nginxconf.settings(nofile)
     config = nginxconf.render(frontends, tls, STATE_DIR / "nginx", nofile)
     nginx = appservers.start_nginx(supervisor, config, [front.listen_port for front in frontends])
     stack.roots["nginx"] = [nginx.pid]

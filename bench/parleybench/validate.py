@@ -12,10 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from parleybench.config import Plan
-from parleybench.matrix import OVERHEAD_DESIGNS, OVERHEAD_DIAGNOSTIC, THROUGHPUT_DESIGNS
-from parleybench.paths import BENCH_DIR, VENV_BIN
+from parleybench.matrix import (
+    INFLIGHT_DESIGNS,
+    OVERHEAD_DESIGNS,
+    OVERHEAD_DIAGNOSTIC,
+    THROUGHPUT_DESIGNS,
+    WATERFALL_DESIGNS,
+)
+from parleybench.paths import BENCH_DIR, STATE_DIR, VENV_BIN
+from parleybench.timeline import STEPS
 
-APP_DESIGNS = {"a", "b", "c", "a1"}
+APP_DESIGNS = {"a", "b", "c", "a1", "p"}
+CELERY_DESIGNS = {"a", "b", "a1", "p"}
+CONNECTIONS = {"postgres", "redis-broker", "redis-channels", "model"}
 
 
 def _finite(value: object, where: str, problems: list[str]) -> None:
@@ -50,6 +59,33 @@ def check_reply_entry(key: str, entry: dict[str, Any], problems: list[str]) -> N
         _finite(cpu, f"{key}.cpu.{group}", problems)
     if not any(rss > 0 for rss in entry["peak_rss_mib"].values()):
         problems.append(f"{key}: no process memory sampled")
+    check_connections(key, entry, problems)
+    check_waterfall_entry(key, design, entry, problems)
+
+
+def check_connections(key: str, entry: dict[str, Any], problems: list[str]) -> None:
+    if set(entry["connections"]) != CONNECTIONS:
+        problems.append(f"{key}: new connections not counted: {entry['connections']}")
+    for name, count in entry["connections"].items():
+        _finite(count, f"{key}.connections.{name}", problems)
+    if entry["most_open_streams"] < 1:
+        problems.append(f"{key}: the fake model saw no stream open")
+
+
+def check_waterfall_entry(
+    key: str, design: str, entry: dict[str, Any], problems: list[str]
+) -> None:
+    """Every complete reply has each step its design takes: the timeline is read whole."""
+    wanted = {"model_received", "model_first_token", "client_first_token"}
+    if design in APP_DESIGNS:
+        wanted |= {"frame_received", "task_started", "model_asked", "first_chunk",
+                   "first_frame_relayed"}  # fmt: skip
+    if design in CELERY_DESIGNS:
+        wanted |= {"committed", "task_published"}
+    for step, _who in STEPS:
+        count = entry["waterfall_ms"][step]["n"]
+        if step in wanted and count != entry["complete"]:
+            problems.append(f"{key}: step {step} timed for {count} of {entry['complete']} replies")
 
 
 def check_overhead(results: dict[str, Any], plan: Plan, problems: list[str]) -> None:
@@ -80,11 +116,50 @@ def check_throughput(results: dict[str, Any], problems: list[str]) -> None:
         problems.append("per-token sending did not send more channel-layer messages")
 
 
+def check_inflight(results: dict[str, Any], plan: Plan, problems: list[str]) -> None:
+    inflight = results["inflight"]["designs"]
+    for chats in plan.inflight_levels:
+        for design in INFLIGHT_DESIGNS:
+            key = f"{design}@{chats}"
+            if key not in inflight:
+                problems.append(f"inflight: no measurement of {key}")
+                continue
+            entry = inflight[key]
+            check_reply_entry(key, entry, problems)
+            flight = entry["in_flight"]
+            if design in CELERY_DESIGNS and (
+                not flight or flight["most_in_flight"] < 1 or not flight["idle_rss_mib"]
+            ):
+                problems.append(f"inflight {key}: the worker's replies in flight unseen: {flight}")
+
+
+def check_waterfall(results: dict[str, Any], plan: Plan, problems: list[str]) -> None:
+    falls = results["waterfall"]["designs"]
+    for design in WATERFALL_DESIGNS:
+        for row in ("waterfall-warm", "waterfall"):
+            key = f"{design}@{plan.waterfall_level.chats}@{row}"
+            if key not in falls:
+                problems.append(f"waterfall: no measurement of {key}")
+            else:
+                check_reply_entry(key, falls[key], problems)
+
+
+def check_plots(results: dict[str, Any], problems: list[str]) -> None:
+    for key in ("row1", "row5", "row5-n"):
+        name = results.get("plots", {}).get(key)
+        path = STATE_DIR / "results" / name if name else None
+        if path is None or not path.exists() or path.stat().st_size == 0:
+            problems.append(f"plot {key} not drawn: {name}")
+
+
 def check_results(results: dict[str, Any], plan: Plan) -> list[str]:
     problems: list[str] = []
     json.loads(json.dumps(results, allow_nan=False))  # serialisable, no NaN
     check_overhead(results, plan, problems)
     check_throughput(results, problems)
+    check_inflight(results, plan, problems)
+    check_waterfall(results, plan, problems)
+    check_plots(results, problems)
     for server in results["sockets"]["servers"]:
         wanted = server["sockets_wanted"]
         held = server["sockets_open"] == server["sockets_answering_after_hold"] == wanted
@@ -94,7 +169,7 @@ def check_results(results: dict[str, Any], plan: Plan) -> list[str]:
         # A few replies in the smoke: some working samples, not necessarily in every process.
         if sum(group["samples"] for group in profile["groups"].values()) == 0:
             problems.append(f"profile of {profile['design']} ({profile['row']}): no samples")
-    for section in ("overhead", "throughput", "sockets"):
+    for section in ("overhead", "throughput", "inflight", "waterfall", "sockets"):
         for target in results[section]["targets"]:
             if target["met"] not in {True, False}:
                 problems.append(f"target {target['target']!r} could not be evaluated")
