@@ -29,6 +29,12 @@ SITE = "chat.parley.test"
 SCENARIO = Path(__file__).resolve().parent.parent
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 VARS = yaml.safe_load((SCENARIO / "vars.yml").read_text())
+# Variables the scenario gives single hosts (one app host lives away from the default app_root).
+HOST_VARS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["provisioner"]["inventory"][
+    "host_vars"
+]
+# What the app role tells gunicorn and celery, as every play that runs them passes it.
+APP_EXPORTS = str(PROJECT / "playbooks" / "vars" / "app.yml")
 BEAT = hosts_in("beat")[0]
 # The units each app host runs, by the group that puts them there.
 UNITS = {
@@ -240,6 +246,25 @@ def test_beat_fires_a_schedule_within_its_interval() -> None:
     pytest.fail("Beat did not send the reaper within three of its intervals")
 
 
+def _app_root(name: str) -> str:
+    return HOST_VARS.get(name, {}).get("app_root", "/srv/parley")
+
+
+@pytest.mark.parametrize(("name", "unit"), SANDBOXED)
+def test_units_run_the_release_under_the_hosts_app_root(name: str, unit: str) -> None:
+    """The web, worker and Beat units follow app_root and app_config_dir, which the play hands
+    them from the app role: a host that moved both still answers (the tests above, from the
+    probe), and from the release and settings under its own paths."""
+    app = host(name)
+    root = _app_root(name)
+    config = HOST_VARS.get(name, {}).get("app_config_dir", "/etc/parley")
+    directory = app.check_output(f"systemctl show --property WorkingDirectory --value {unit}")
+    settings = app.check_output(f"systemctl show --property EnvironmentFiles --value {unit}")
+    assert directory == f"{root}/current", directory
+    assert f"{config}/parley.env " in settings, settings
+    assert app.file(f"{root}/current/.complete").exists
+
+
 @pytest.mark.parametrize(("name", "unit"), SANDBOXED)
 def test_units_pass_the_sandbox_bar(name: str, unit: str) -> None:
     analysis = host(name).run(f"systemd-analyze security --threshold=20 --no-pager {unit}")
@@ -293,7 +318,14 @@ def test_invalid_input_fails_before_any_change(
     play = {
         "name": f"Apply {role} with invalid input",
         "hosts": target,
+        "vars_files": [APP_EXPORTS],
         "vars": VARS,
+        "pre_tasks": [
+            {
+                "name": "Learn where the app lives",
+                "ansible.builtin.import_role": {"name": "app", "tasks_from": "exports"},
+            }
+        ],
         "roles": [{"role": role}],
     }
     snapshot = "find /etc /srv -xdev -printf '%p %s %T@\\n' | sort | sha256sum"
@@ -306,8 +338,8 @@ def test_invalid_input_fails_before_any_change(
     assert app.check_output(snapshot) == before
 
 
-def _current_release(app: Host) -> str:
-    return Path(app.check_output("readlink /srv/parley/current")).name
+def _current_release(name: str) -> str:
+    return Path(host(name).check_output(f"readlink {_app_root(name)}/current")).name
 
 
 def _web_pid(app: Host) -> str:
@@ -319,7 +351,7 @@ def test_a_new_release_deploys_without_a_failed_request(
     probe: Host, host_names: dict[str, str], tmp_path: Path
 ) -> None:
     apps = {name: host(name) for name in host_names}
-    old = {name: (_current_release(app), _web_pid(app)) for name, app in apps.items()}
+    old = {name: (_current_release(name), _web_pid(app)) for name, app in apps.items()}
     changed = changed_app_copy(tmp_path)
 
     urls = " ".join(
@@ -361,7 +393,7 @@ def test_a_new_release_deploys_without_a_failed_request(
     )
     assert report["requests"] > 50, report
     assert report["failures"] == [], report
-    new = {name: _current_release(app) for name, app in apps.items()}
+    new = {name: _current_release(name) for name in apps}
     assert len(set(new.values())) == 1, f"the app hosts run different releases: {new}"
     for name, app in apps.items():
         release, pid = old[name]
@@ -374,17 +406,18 @@ def test_rollback_restores_the_previous_release(probe: Host, host_names: dict[st
     previous: dict[str, str] = {}
     for name in host_names:
         app = host(name)
+        root = _app_root(name)
         releases = app.check_output(
-            "for f in /srv/parley/releases/*/.complete; do echo $(stat -c %Y $f) $(dirname $f);"
+            f"for f in {root}/releases/*/.complete; do echo $(stat -c %Y $f) $(dirname $f);"
             " done | sort -n | awk '{print $2}'"
         ).split()
         assert len(releases) >= 2, f"{name}: the deploy test leaves two releases to choose from"
-        current = releases.index(f"/srv/parley/releases/{_current_release(app)}")
+        current = releases.index(f"{root}/releases/{_current_release(name)}")
         assert current >= 1, f"{name}: the current release is the oldest one"
         previous[name] = Path(releases[current - 1]).name
     run = run_playbook(str(PROJECT / "playbooks" / "rollback.yml"), extra_vars=VARS)
     assert run.rc == 0, run.output
     for name, site in host_names.items():
-        assert _current_release(host(name)) == previous[name]
+        assert _current_release(name) == previous[name]
         ready = f"curl -s -o /dev/null -w '%{{http_code}}' http://{site}:8000/readyz"
         assert probe.check_output(ready) == "200", name
