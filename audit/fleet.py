@@ -62,6 +62,12 @@ class Fleet:
         self.base = f"https://{self.site}"
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
+    def nginx_setting(self, name: str) -> Any:  # noqa: ANN401  (whatever the variable holds)
+        """A variable of the nginx role as the fleet sets it: its group_vars, else the role's
+        default."""
+        defaults = self.scenario.parent.parent / "roles" / "nginx" / "defaults" / "main.yml"
+        return self.vars.get(name, yaml.safe_load(defaults.read_text())[name])
+
     # --- hosts ------------------------------------------------------------------------------
 
     def hosts(self, group: str) -> list[str]:

@@ -16,6 +16,7 @@ look like a frame left unanswered.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import string
 import threading
@@ -38,7 +39,12 @@ ERROR_CODES = {
 }  # fmt: skip
 CLEAN_CLOSE_CODES = {1002, 1003, 1007, 1008, 1009}
 SEND_INTERVAL = 0.25
-ANSWER_TIMEOUT = 10
+# Seconds to wait for the answer to one frame (an app answers in milliseconds); three times
+# that under PARLEY_TEST_SLOW=1, as molecule/conftest.py's patience().
+ANSWER_TIMEOUT = 10 * (3 if os.environ.get("PARLEY_TEST_SLOW") == "1" else 1)
+# Pings sent at once in a flood: more than the frame limit lets through unless answering
+# them took (FLOOD_SIZE - burst) / rate seconds, 16 s at the defaults.
+FLOOD_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -357,19 +363,24 @@ class Fuzzer:
         if answer != {"v": 1, "type": "pong", "id": "alive"}:
             self.outcome.fail(f"liveness ping answered {answer}")
 
-    def flood(self, count: int) -> None:
-        """`count` pings at once: the limit must answer too_many_frames, and the socket live on."""
+    def flood(self, count: int, limit: FrameLimit) -> None:
+        """`count` pings at once: at most the bucket's burst + rate x the seconds from the first
+        frame to the last answer (+ 1 for rounding) are answered with a pong, the rest are
+        refused (too_many_frames, reported at most once a second), and the socket lives on."""
         if (self.socket is None or self.socket.closed) and not self.connect():
             return
         if self.socket is None:
             return
         frame = RawFrame(TEXT, json.dumps({"v": 1, "type": "ping", "id": "flood"}).encode())
+        began = time.monotonic()
         for _ in range(count):
             self.socket.write(frame)
         codes: Counter[str] = Counter()
+        last_answer = began
         try:
             while True:
                 answer = json.loads(self.socket.recv(3).text)
+                last_answer = time.monotonic()
                 codes[answer.get("code") or answer.get("type")] += 1
         except TimeoutError:
             pass
@@ -380,8 +391,21 @@ class Fuzzer:
             self.outcome.floods += 1
             self.outcome.flood_frames += count
             self.outcome.error_frames.update({k: v for k, v in codes.items() if k in ERROR_CODES})
-        if not codes["too_many_frames"]:
-            self.outcome.fail(f"flood of {count} frames: no too_many_frames ({dict(codes)})")
+        seconds = last_answer - began
+        bound = int(limit.burst + limit.rate * seconds) + 1
+        measured = (
+            f"timing bound: measured {codes['pong']} of {count} answered in {seconds:.2f} s, "
+            f"bound {bound} (from WS_FRAME_BURST {limit.burst} + WS_FRAMES_PER_SECOND "
+            f"{limit.rate:g} x {seconds:.2f} s + 1 for rounding)"
+        )
+        if codes["pong"] > bound:
+            self.outcome.fail(f"flood of {count} frames: too many answered; {measured}")
+        if codes["pong"] >= count or not codes["too_many_frames"]:
+            self.outcome.fail(
+                f"flood of {count} frames: no too_many_frames {dict(codes)}; {measured}"
+            )
+        # The bucket refills by the clock, whatever the machine's speed: a second and a half
+        # gives the liveness ping a token at any rate of one frame a second or more.
         time.sleep(1.5)
         self.ping()
 
@@ -390,8 +414,21 @@ class Fuzzer:
             self.socket.close()
 
 
+@dataclass(frozen=True)
+class FrameLimit:
+    """The app's frame limit per socket, as deployed (WS_FRAMES_PER_SECOND, WS_FRAME_BURST)."""
+
+    rate: float
+    burst: int
+
+
 def run_campaign(
-    client: Client, cases: list[Case], *, sockets: int, floods: int, flood_size: int = 60
+    client: Client,
+    cases: list[Case],
+    *,
+    sockets: int,
+    floods: int,
+    limit: FrameLimit,
 ) -> Outcome:
     """Send every case over `sockets` parallel sockets (each in its own new conversation),
     then the floods."""
@@ -427,9 +464,9 @@ def run_campaign(
     if floods:
         flooder = Fuzzer(client, fuzzers[0].path.split("/")[3], outcome)
         for _ in range(floods):
-            flooder.flood(flood_size)
+            flooder.flood(FLOOD_SIZE, limit)
         flooder.close()
     return outcome
 
 
-__all__ = ["CLOSE", "Case", "Outcome", "draw_cases", "run_campaign"]
+__all__ = ["CLOSE", "Case", "FrameLimit", "Outcome", "draw_cases", "run_campaign"]

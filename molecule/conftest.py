@@ -4,6 +4,10 @@ Scenario hosts are docker containers; tests reach them with testinfra's docker b
 for what must be proven from the outside, through a probe container on the same network.
 A test that needs one run per target host takes the `target` argument: it is parametrized
 with every host of the scenario's `targets` group.
+
+xdist runs each test module on one worker, its tests in file order (`--dist loadfile`, in
+.config/molecule/config.yml): tests that must not overlap share a module; tests that disturb
+every host (a deploy, a rollback) have a module of their own, run in a later verify step.
 """
 
 from __future__ import annotations
@@ -17,17 +21,58 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import testinfra
 import yaml
-from _pytest.nodeid import NodeId
 from testinfra.host import Host
 
 BOOT_TIMEOUT = 120
+T = TypeVar("T")
+
+# PARLEY_TEST_SLOW=1 (a slow or loaded machine) lets the tests wait three times as long for a
+# condition to come true: a host to boot, a scan to finish. It never widens a bound an
+# assertion checks; those follow from the settings and the time each test measured.
+SLOW_FACTOR = 3 if os.environ.get("PARLEY_TEST_SLOW") == "1" else 1
+
+
+def patience(seconds: float) -> float:
+    """How long to wait for something that takes well under `seconds` on an idle machine."""
+    return seconds * SLOW_FACTOR
+
+
+def timing(measured: str, bound: str, source: str) -> str:
+    """The message of an assertion whose bound depends on time: what the test measured, the
+    bound, and the setting the bound follows from. scripts/run-scenarios lists these lines
+    ("timing bound: ...") under a failed scenario, so its log tells a slow machine from a
+    broken service."""
+    return f"timing bound: measured {measured}, bound {bound} (from {source})"
+
+
+def wait_until(
+    what: str, check: Callable[[], T], seconds: float, source: str, *, checked: bool = False
+) -> T:
+    """Poll `check` once a second until it returns something true, and return that; fail
+    when `patience(seconds)` have passed. `source` says where the deadline comes from. A
+    deadline that is itself what the test checks (a schedule keeping its interval) is
+    `checked=True`: it follows from the setting alone and never grows."""
+    limit = seconds if checked else patience(seconds)
+    started = time.monotonic()
+    while True:
+        result = check()
+        if result:
+            return result
+        waited = time.monotonic() - started
+        if waited > limit:
+            pytest.fail(
+                f"{what} did not happen: " + timing(f"{waited:.1f} s", f"{limit:.0f} s", source),
+                pytrace=False,
+            )
+        time.sleep(1)
 
 
 def _inventory() -> dict[str, Any]:
@@ -55,29 +100,6 @@ def host(name: str) -> Host:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" in metafunc.fixturenames:
         metafunc.parametrize("target", hosts_in("targets"))
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep every test of one host on one xdist worker: a test that reboots a host must not
-    run beside another test of that host. Tests without a target act on the first one,
-    unless they name their own group (`@pytest.mark.xdist_group("...")`).
-
-    xdist's `loadgroup` means to do this by appending "@<group>" to each test's node id, but
-    it sets `item._nodeid`, which pytest 9 no longer reads (it keeps the id in `item._id`):
-    the groups were silently lost and tests of one host ran at once. So the id is set here,
-    on the attribute pytest reads."""
-    first = hosts_in("targets")[0] if _inventory().get("targets") else "scenario"
-    for item in items:
-        chosen = item.get_closest_marker("xdist_group")
-        if chosen:
-            group = str(chosen.kwargs.get("name") or chosen.args[0])
-        else:
-            params = getattr(item, "callspec", None)
-            group = str(params.params.get("target", first) if params else first)
-            item.add_marker(pytest.mark.xdist_group(name=group))
-        if "@" not in item.nodeid.rsplit("]", 1)[-1]:
-            item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
 # The last lines of each *.log file under /var/log written since {since} (the journal's files
@@ -120,17 +142,12 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 
 def summary_file() -> Path:
     """`.artifacts/<scenario>/summary.txt`: a few lines a scenario's tests want read with its
-    result (scripts/run-scenarios prints them under it), such as what the TLS scanners said."""
+    result (scripts/run-scenarios prints them under it), such as what the TLS scanners said.
+    Every verify step of a run adds to it; the create step (molecule/shared/create.yml)
+    empties it for a new run."""
     project = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", "."))
     scenario = os.environ.get("MOLECULE_SCENARIO_NAME", "scenario")
     return project / ".artifacts" / scenario / "summary.txt"
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """The summary holds this run's lines only. Cleared once, by the controller (xdist's
-    workers have `workerinput`), before any worker runs a test."""
-    if not hasattr(session.config, "workerinput"):
-        summary_file().unlink(missing_ok=True)
 
 
 def add_to_summary(line: str) -> None:
@@ -171,19 +188,17 @@ def port_states(probe: Host, target: str, ports: list[int], *, udp: bool = False
 def reboot(name: str) -> None:
     """Restart a container and wait until systemd has booted it again."""
     subprocess.run(["docker", "restart", "-t", "30", name], check=True, capture_output=True)
-    deadline = time.monotonic() + BOOT_TIMEOUT
-    state = ""
-    while time.monotonic() < deadline:
+
+    def booted() -> bool:
         state = subprocess.run(
             ["docker", "exec", name, "systemctl", "is-system-running", "--wait"],
             capture_output=True,
             text=True,
             check=False,
         ).stdout.strip()
-        if state in {"running", "degraded"}:
-            return
-        time.sleep(1)
-    pytest.fail(f"{name} did not boot within {BOOT_TIMEOUT} s (systemd says {state!r})")
+        return state in {"running", "degraded"}
+
+    wait_until(f"{name} booting", booted, BOOT_TIMEOUT, "BOOT_TIMEOUT, a container's boot")
 
 
 @dataclass

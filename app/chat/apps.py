@@ -6,4 +6,4 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        from chat import signals  # noqa: F401  (connects the receivers)
+        from chat import queueing  # noqa: F401  (connects the receiver)

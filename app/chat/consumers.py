@@ -40,7 +40,7 @@ from chat.protocol import (
     parse_client_frame,
     server_frame,
 )
-from parley import metrics
+from parley import metrics, timeline
 
 logger = logging.getLogger(__name__)
 
@@ -194,20 +194,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_frame(server_frame("pong", id=frame.client_id))
 
     async def on_send(self, frame: SendFrame) -> None:
-        if frame.client_message_id is not None:
-            # A re-send of a message already stored (its ack was lost with a socket) is
-            # answered before the limits: it creates nothing, so it costs nothing.
+        received_at = time.time()
+        try:
+            turn = await self.start_turn(
+                lambda: post_message(
+                    self.user, self.conversation_id, frame.text, frame.model,
+                    frame.client_message_id,
+                )
+            )  # fmt: skip
+        except services.ChatError as error:
+            # A re-send of a message already stored (its ack was lost with a socket) gets its
+            # ack again even when the limits refuse new messages now: it creates nothing.
+            if error.code not in {"quota_exceeded", "rate_limited"}:
+                raise
+            if frame.client_message_id is None:
+                raise
             turn = await sent_turn(
                 self.user, self.conversation_id, frame.client_message_id, frame.text
             )
-            if turn is not None:
-                await self.started(turn, frame.client_id)
-                return
-        turn = await self.start_turn(
-            lambda: post_message(
-                self.user, self.conversation_id, frame.text, frame.model, frame.client_message_id
-            )
-        )
+            if turn is None:
+                raise
+        if not turn.duplicate:
+            timeline.mark(turn.reply_id, "frame_received", received_at)
         await self.started(turn, frame.client_id)
 
     async def on_regenerate(self, frame: RegenerateFrame) -> None:
@@ -217,20 +225,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.started(turn, frame.client_id)
 
     async def start_turn(self, start: Callable[[], Awaitable[services.Turn]]) -> services.Turn:
-        """Check the quota and count a model call against the rate limit, then start the turn.
+        """Count a model call against the quota and rate limit, then start the turn.
 
         A regeneration is a model call like a message, so it counts the same: otherwise
         cancel and regenerate in turns would start model calls without limit. A turn refused
         (busy, unknown_model, nothing_to_regenerate, unavailable) or found already stored
         starts no model call, so its slot is given back.
         """
-        user_id = self.user.pk
-        if await limits.quota_exhausted(user_id):
+        try:
+            slot = await limits.admit_model_call(self.user.pk)
+        except limits.QuotaExhausted:
             raise services.ChatError(
                 "quota_exceeded", "You have used today's token quota; it resets at midnight UTC."
-            )
-        try:
-            slot = await limits.take_message_slot(user_id)
+            ) from None
         except limits.RateLimited as limited:
             raise services.ChatError(
                 "rate_limited", f"Too many messages; try again in {limited.wait} seconds."
@@ -336,6 +343,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         else:  # done or error: the reply is over
             self.silent.pop(reply_id, None)
         await self.send_frame(frame)
+        if seq == 1:
+            timeline.mark(reply_id, "first_frame_relayed")
 
     async def reply_frame(self, event: dict[str, Any]) -> None:
         """A live frame from a worker, via the channel layer."""

@@ -1,8 +1,9 @@
 """The generation loop: one reply, from the model's first byte to the stored final message.
 
-`run_reply` is the one function both paths call: the Celery task (inside one asyncio.run per
-reply) and, for benchmarks, the consumer in-process. Everything here awaits the channel layer
-and Redis directly on one event loop.
+`run_reply` is the one function both paths call: the Celery task, on its worker process's
+long-lived event loop (`parley.worker_loop`), and for benchmarks the consumer in-process.
+Many replies run at once on one loop; what they share (the model client, Redis, the cancel
+subscription, the lock renewal) is made once per loop.
 """
 
 from __future__ import annotations
@@ -11,27 +12,24 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from redis.exceptions import RedisError
 
-from chat import limits, replystream, services
+from chat import limits, replystream
+from chat.cancelwatch import cancel_watch
 from chat.markdown import render_markdown
 from chat.models import Message
 from chat.providers.base import Provider, ProviderError, TextDelta, Usage, estimate_tokens
 from chat.providers.registry import provider_for
-from parley import metrics
-from parley.redis_clients import channel_redis
+from chat.replylocks import HeldLock, node, reply_locks
+from chat.replystore import ReplyJob, ReplyOutcome, claim_reply, finish_reply
+from parley import metrics, timeline
 
 logger = logging.getLogger(__name__)
-
-claim_reply = database_sync_to_async(services.claim_reply)
-finish_reply = database_sync_to_async(services.finish_reply)
 
 # Margin between our own deadline and Celery's soft time limit, so we end the reply cleanly.
 # Both count from the task's start: Celery's limit includes the wait for the reply lock.
@@ -91,90 +89,6 @@ class Progress:
     last_token_at: float | None = None
 
 
-class ReplyLock:
-    """A Redis lock (with a token and a TTL renewed while we work) on one reply.
-
-    A redelivered task whose first delivery still runs finds the lock held and waits; one whose
-    worker was killed finds it expired after at most REPLY_LOCK_TTL seconds.
-    """
-
-    RENEW = (
-        "if redis.call('get', KEYS[1]) == ARGV[1] then "
-        "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
-    )
-    RELEASE = (
-        "if redis.call('get', KEYS[1]) == ARGV[1] then "
-        "return redis.call('del', KEYS[1]) else return 0 end"
-    )
-
-    def __init__(self, reply_id: int) -> None:
-        self.name = replystream.lock_key(reply_id)
-        self.token = uuid.uuid4().hex
-        self.ttl_ms = settings.REPLY_LOCK_TTL * 1000
-        self._renewer: asyncio.Task[None] | None = None
-
-    async def acquire(self, wait: float) -> bool:
-        redis = channel_redis()
-        deadline = time.monotonic() + wait
-        while True:
-            if await redis.set(self.name, self.token, nx=True, px=self.ttl_ms):
-                self._renewer = asyncio.create_task(self._renew())
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.25)
-
-    async def _renew(self) -> None:
-        redis = channel_redis()
-        while True:
-            await asyncio.sleep(self.ttl_ms / 3000)
-            try:
-                await redis.eval(self.RENEW, 1, self.name, self.token, self.ttl_ms)
-            except (RedisError, OSError) as error:
-                logger.warning("Could not renew the lock of %s: %s", self.name, error)
-
-    async def release(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
-        await channel_redis().eval(self.RELEASE, 1, self.name, self.token)
-
-
-async def _wait_for_cancel(reply_id: int) -> None:
-    """Return once the user has asked to stop this reply (pub/sub, with the flag as backstop).
-
-    Losing Redis is not a cancel: the watch subscribes again once Redis is back (the reply's
-    own frames fail meanwhile, and end the reply if Redis stays away).
-    """
-    while True:
-        try:
-            await _watch_for_cancel(reply_id)
-        except (RedisError, OSError) as error:
-            logger.warning("Reply %s: the cancel watch lost Redis (%s)", reply_id, error)
-            await asyncio.sleep(1)
-        else:
-            return
-
-
-async def _watch_for_cancel(reply_id: int) -> None:
-    redis = channel_redis()
-    pubsub = redis.pubsub()
-    channel = replystream.cancel_key(reply_id)
-    try:
-        await pubsub.subscribe(channel)
-        # Subscribed first, then checked: a cancel sent in between is seen either way.
-        if await replystream.cancel_requested(reply_id):
-            return
-        while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if message is not None or await replystream.cancel_requested(reply_id):
-                return
-    finally:
-        with contextlib.suppress(RedisError, OSError):
-            await pubsub.aclose()
-
-
 async def _pump(source: AsyncIterator[TextDelta | Usage], queue: asyncio.Queue[object]) -> None:
     """Move the provider's stream into a queue, ending with None or the error raised."""
     try:
@@ -189,13 +103,14 @@ async def _pump(source: AsyncIterator[TextDelta | Usage], queue: asyncio.Queue[o
 
 async def _stream_reply(
     provider: Provider,
-    job: services.ReplyJob,
+    job: ReplyJob,
     publisher: replystream.ReplyPublisher,
     progress: Progress,
 ) -> None:
     """Relay the model's deltas, coalesced, until the stream ends; raises ProviderError."""
     coalescer = Coalescer(settings.STREAM_FLUSH_MS / 1000, settings.STREAM_FLUSH_TOKENS)
     queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1000)
+    timeline.mark(job.reply_id, "model_asked")
     source = provider.stream(job.messages, job.model)
     pump = asyncio.create_task(_pump(source, queue))
 
@@ -229,6 +144,7 @@ async def _stream_reply(
             now = time.monotonic()
             if progress.first_token_at is None:
                 progress.first_token_at = now
+                timeline.mark(job.reply_id, "first_chunk")
             progress.last_token_at = now
             progress.tokens += 1
             progress.text.append(item.text)
@@ -247,14 +163,14 @@ async def _stream_reply(
 class ReplyRun:
     """Everything one attempt at a reply carries from start to finish."""
 
-    job: services.ReplyJob
+    job: ReplyJob
     publisher: replystream.ReplyPublisher
     provider: Provider | None
     progress: Progress = field(default_factory=Progress)
     # Set once the final state is stored: a failure after that must not end the reply again.
     ended: bool = False
 
-    def outcome(self, status: str) -> services.ReplyOutcome:
+    def outcome(self, status: str) -> ReplyOutcome:
         progress, job = self.progress, self.job
         content = "".join(progress.text)
         if progress.usage is not None:
@@ -269,7 +185,7 @@ class ReplyRun:
         ttft = None
         if progress.first_token_at is not None:
             ttft = round((progress.first_token_at - progress.started) * 1000)
-        return services.ReplyOutcome(
+        return ReplyOutcome(
             status=status,
             content=content,
             final_seq=self.publisher.seq + 1,
@@ -281,7 +197,7 @@ class ReplyRun:
             provider=self.provider.name if self.provider else "",
         )
 
-    def observe(self, outcome: services.ReplyOutcome) -> None:
+    def observe(self, outcome: ReplyOutcome) -> None:
         model, progress = self.job.model, self.progress
         metrics.REPLIES.labels(outcome.status, model).inc()
         metrics.TOKENS.labels("prompt", model).inc(outcome.prompt_tokens)
@@ -308,16 +224,16 @@ class ReplyRun:
         await self._store_and_announce(outcome, "error", code=code, message=message)
 
     async def _store_and_announce(
-        self, outcome: services.ReplyOutcome, frame_type: str, **fields: object
+        self, outcome: ReplyOutcome, frame_type: str, **fields: object
     ) -> None:
         # The database and the quota first: a client told "done" must find the reply stored,
         # and its next message must be checked against a quota that counts this reply.
         if self.ended:
             return
-        stored = await _store_final_state(self.job.reply_id, outcome)
+        stored = await _store_final_state(self.job, outcome)
         self.ended = True
         if not stored:
-            return  # the reaper ended it first; it already told the clients
+            return  # the reaper or a later attempt ended it; they told the clients
         try:
             await limits.add_tokens_used(
                 self.job.user_id, outcome.prompt_tokens + outcome.completion_tokens
@@ -336,41 +252,45 @@ class ReplyRun:
         self.observe(outcome)
 
 
-async def _store_final_state(reply_id: int, outcome: services.ReplyOutcome) -> bool:
+async def _store_final_state(job: ReplyJob, outcome: ReplyOutcome) -> bool:
     """finish_reply, trying again while PostgreSQL is away (a restart), for a while."""
     deadline = time.monotonic() + STORE_RETRY_SECONDS
     while True:
         try:
-            return await finish_reply(reply_id, outcome)
+            return await finish_reply(job.reply_id, job.attempt, outcome)
         except (OperationalError, InterfaceError) as error:
             if time.monotonic() > deadline:
                 raise
-            logger.warning("Reply %s: storing its end failed (%s); trying again", reply_id, error)
+            logger.warning("Reply %s: storing its end failed (%s); trying again",
+                           job.reply_id, error)  # fmt: skip
             await asyncio.sleep(1)
 
 
 async def run_reply(reply_id: int) -> None:
     """Generate one reply end to end. Safe to call again for the same reply (redelivery)."""
+    timeline.mark(reply_id, "task_started")
     # Counted from here, not from the first token: a redelivery may wait up to REPLY_LOCK_TTL
-    # for the lock, and Celery's soft limit counts that wait too. The soft limit striking
-    # inside the event loop would leave the reply "generating" until the reaper.
+    # for the lock, and the reply's time limit counts that wait too.
     deadline = time.monotonic() + max(1, settings.REPLY_SOFT_TIME_LIMIT - DEADLINE_MARGIN_SECONDS)
-    lock = ReplyLock(reply_id)
-    if not await lock.acquire(wait=settings.REPLY_LOCK_TTL + 1):
+    locks = reply_locks()
+    lock = await locks.acquire(reply_id, wait=settings.REPLY_LOCK_TTL + 1)
+    if lock is None:
         logger.info("Reply %s is being generated elsewhere; this delivery does nothing", reply_id)
         return
+    metrics.REPLIES_IN_FLIGHT.inc()
     try:
-        job = await claim_reply(reply_id)
+        job = await claim_reply(reply_id, node())
         if job is None:
             return
-        await _generate(job, deadline)
+        await _generate(job, lock, deadline)
     finally:
+        metrics.REPLIES_IN_FLIGHT.dec()
         # With Redis away the lock cannot be released; it expires after REPLY_LOCK_TTL.
         with contextlib.suppress(RedisError, OSError):
-            await lock.release()
+            await locks.release(reply_id)
 
 
-async def _generate(job: services.ReplyJob, deadline: float) -> None:
+async def _generate(job: ReplyJob, lock: HeldLock, deadline: float) -> None:
     provider = provider_for(job.model)
     run = ReplyRun(job, replystream.ReplyPublisher(job.reply_id, job.conversation_id, 0), provider)
     try:
@@ -378,38 +298,39 @@ async def _generate(job: services.ReplyJob, deadline: float) -> None:
             # Nothing can have been published for a first attempt: whatever is there belongs
             # to an older reply that had the same id (a database restored under a live Redis).
             await replystream.discard(job.reply_id)
-        run.publisher.seq = await replystream.last_seq(job.reply_id)
-        if job.attempt > 1 and run.publisher.seq > 0:
-            # A worker died mid-reply and this is the redelivery: clients drop what they had.
-            await run.publisher.publish("delta", text="", reset=True)
+        else:
+            run.publisher.seq = await replystream.last_seq(job.reply_id)
+            if run.publisher.seq > 0:
+                # Its writer died mid-reply and this is the redelivery: clients drop what
+                # they had.
+                await run.publisher.publish("delta", text="", reset=True)
         if provider is None:
             await run.fail("provider_unavailable", "No provider serves this model any more.")
             return
-        await _write_reply(run, provider, deadline)
+        await _write_reply(run, provider, lock, deadline)
     except Exception:
         # Redis or PostgreSQL failing under the reply: it must end, not stay "generating"
         # until the reaper (the user's conversation would be busy all that time).
         logger.exception("Reply %s failed", job.reply_id)
         await run.fail("internal", "Something went wrong while writing the reply.")
-    finally:
-        if provider is not None:
-            await provider.aclose()
 
 
-async def _write_reply(run: ReplyRun, provider: Provider, deadline: float) -> None:
-    """Stream the model's reply until it ends, is stopped, or runs out of time."""
+async def _write_reply(run: ReplyRun, provider: Provider, lock: HeldLock, deadline: float) -> None:
+    """Stream the model's reply until it ends, is stopped, runs out of time or is taken over."""
     job, publisher = run.job, run.publisher
     time_left = deadline - time.monotonic()
     if time_left <= 0:
-        # The wait for the lock used up the task's time: no model call can finish in it.
+        # The wait for the lock used up the reply's time: no model call can finish in it.
         await run.fail("too_long", TOO_LONG_MESSAGE)
         return
+    watch = cancel_watch()
+    stop_asked = await watch.watch(job.reply_id)
     streaming = asyncio.create_task(_stream_reply(provider, job, publisher, run.progress))
-    cancel_watch = asyncio.create_task(_wait_for_cancel(job.reply_id))
+    stopped = asyncio.create_task(stop_asked.wait())
+    taken_over = asyncio.create_task(lock.lost.wait())
+    waits = (streaming, stopped, taken_over)
     try:
-        done, _ = await asyncio.wait(
-            {streaming, cancel_watch}, timeout=time_left, return_when=asyncio.FIRST_COMPLETED
-        )
+        done, _ = await asyncio.wait(waits, timeout=time_left, return_when=asyncio.FIRST_COMPLETED)
         if streaming in done:
             error = streaming.exception()
             if error is None:
@@ -420,31 +341,19 @@ async def _write_reply(run: ReplyRun, provider: Provider, deadline: float) -> No
                 logger.error("Reply %s failed", job.reply_id, exc_info=error)
                 await run.fail("internal", "Something went wrong while writing the reply.")
             return
-        # Stopped by the user or out of time: cancelling the stream closes the model's
-        # HTTP response, which is what makes the model stop generating.
+        # Stopped by the user, out of time, or another writer has it: cancelling the stream
+        # closes the model's HTTP response, which is what makes the model stop generating.
         streaming.cancel()
         with contextlib.suppress(asyncio.CancelledError, ProviderError):
             await streaming
-        if cancel_watch in done:
+        if taken_over in done:
+            run.ended = True  # the writer that has it now ends it
+        elif stopped in done:
             await run.finish(Message.Status.CANCELLED)
         else:
             await run.fail("too_long", TOO_LONG_MESSAGE)
     finally:
-        for task in (streaming, cancel_watch):
+        for task in waits:
             task.cancel()
-        await asyncio.gather(streaming, cancel_watch, return_exceptions=True)
-
-
-async def run_reply_in_own_loop(reply_id: int) -> None:
-    """The Celery entry point's coroutine: the reply, then this loop's connections closed."""
-    from channels.layers import get_channel_layer
-
-    try:
-        await run_reply(reply_id)
-    finally:
-        layer = get_channel_layer()
-        if hasattr(layer, "close_pools"):
-            await layer.close_pools()
-        from parley.redis_clients import close_channel_redis
-
-        await close_channel_redis()
+        await asyncio.gather(*waits, return_exceptions=True)
+        await watch.forget(job.reply_id)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import statistics
 import time
 from collections import defaultdict
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -19,7 +19,8 @@ from chat import replystream
 from chat.markdown import render_markdown
 from chat.models import Conversation, DailyUsage, Message, ProviderCheck, ProviderModel
 from chat.providers.registry import configured_providers
-from parley.redis_clients import close_channel_redis
+from chat.replylocks import RELEASE, owner_of
+from parley.redis_clients import channel_redis, key
 
 logger = logging.getLogger(__name__)
 
@@ -136,29 +137,24 @@ def _record_check(provider: str, ok: bool, latency_ms: int, models: list[str], e
 async def check_providers() -> int:
     """Ask every configured provider for its models; refresh the list the UI offers."""
     healthy = 0
-    try:
-        for provider in configured_providers():
-            started = time.monotonic()
-            try:
-                models = await provider.list_models()
-            except Exception as error:
-                await _record_check(
-                    provider.name,
-                    False,
-                    round((time.monotonic() - started) * 1000),
-                    [],
-                    f"{type(error).__name__}: {error}"[:500],
-                )
-                logger.warning("Provider %s failed its health check: %s", provider.name, error)
-            else:
-                await _record_check(
-                    provider.name, True, round((time.monotonic() - started) * 1000), models, ""
-                )
-                healthy += 1
-            finally:
-                await provider.aclose()
-    finally:
-        await close_channel_redis()
+    for provider in configured_providers():
+        started = time.monotonic()
+        try:
+            models = await provider.list_models()
+        except Exception as error:
+            await _record_check(
+                provider.name,
+                False,
+                round((time.monotonic() - started) * 1000),
+                [],
+                f"{type(error).__name__}: {error}"[:500],
+            )
+            logger.warning("Provider %s failed its health check: %s", provider.name, error)
+        else:
+            await _record_check(
+                provider.name, True, round((time.monotonic() - started) * 1000), models, ""
+            )
+            healthy += 1
     return healthy
 
 
@@ -193,28 +189,92 @@ def _mark_stuck(reply_id: int, final_seq: int, content: str) -> bool:
 async def reap_stuck_replies() -> int:
     """End replies still pending or generating past the hard time limit, telling the user."""
     reaped = 0
-    try:
-        for reply in await _stuck_replies():
-            publisher = replystream.ReplyPublisher(
-                reply.pk, str(reply.conversation_id), await replystream.last_seq(reply.pk)
+    for reply in await _stuck_replies():
+        publisher = replystream.ReplyPublisher(
+            reply.pk, str(reply.conversation_id), await replystream.last_seq(reply.pk)
+        )
+        # The text streamed before the worker was lost is kept, as a reply that fails keeps
+        # its partial text: the stored reply says what its readers saw.
+        content = await replystream.streamed_text(reply.pk)
+        if await _mark_stuck(reply.pk, publisher.seq + 1, content):
+            await publisher.publish(
+                "error",
+                code="stuck",
+                message="The reply was never finished (its worker was lost).",
+                content=content,
+                html=render_markdown(content),
             )
-            # The text streamed before the worker was lost is kept, as a reply that fails
-            # keeps its partial text: the stored reply says what its readers saw.
-            content = await replystream.streamed_text(reply.pk)
-            if await _mark_stuck(reply.pk, publisher.seq + 1, content):
-                await publisher.publish(
-                    "error",
-                    code="stuck",
-                    message="The reply was never finished (its worker was lost).",
-                    content=content,
-                    html=render_markdown(content),
-                )
-                reaped += 1
-    finally:
-        layer = get_channel_layer()
-        if hasattr(layer, "close_pools"):
-            await layer.close_pools()
-        await close_channel_redis()
+            reaped += 1
     if reaped:
         logger.warning("Reaped %d stuck replies", reaped)
     return reaped
+
+
+@database_sync_to_async
+def _generating_replies(started_before: dt.datetime, written_by: str | None = None) -> list[int]:
+    """Replies a worker (this node, if named) started before then, within the hard time
+    limit (past it, `reap_stuck_replies` ends them)."""
+    replies = Message.objects.filter(
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.GENERATING,
+        started_at__lt=started_before,
+        started_at__gte=timezone.now() - dt.timedelta(seconds=settings.REPLY_TIME_LIMIT),
+    )
+    if written_by is not None:
+        replies = replies.filter(written_by=written_by)
+    return list(replies.values_list("pk", flat=True))
+
+
+async def replies_of_a_dead_predecessor(node: str, started_at: dt.datetime) -> list[int]:
+    """Replies still generating that a process of this Celery node started before this one:
+    that process is dead (systemd started this one in its place), so they are taken over at
+    once. Locks it still holds are released, so the redelivery does not wait for them."""
+    mine = await _generating_replies(started_at, written_by=node)
+    if not mine:
+        return []
+    redis = channel_redis()
+    tokens = await redis.mget([replystream.lock_key(reply_id) for reply_id in mine])
+    for reply_id, token in zip(mine, tokens, strict=True):
+        held_by = owner_of(token) if token is not None else None
+        if held_by is not None and held_by[0] == node and held_by[1] != os.getpid():
+            await redis.eval(RELEASE, 1, replystream.lock_key(reply_id), token)
+    logger.warning("Taking over %d replies of this worker's predecessor: %s", len(mine), mine)
+    return mine
+
+
+def _orphan_mark_key(reply_id: int) -> str:
+    return key("reply", reply_id, "orphan")
+
+
+async def orphaned_replies() -> list[int]:
+    """Replies whose writer is gone: generating, and their lock absent at two looks at least
+    REPLY_LOCK_TTL apart. A live writer renews its lock every third of that time, and takes it
+    again if Redis lost it (a restart of the channel-layer instance keeps nothing), so only a
+    writer that is dead (a worker killed, its host lost) misses both looks. Each reply is
+    named once: the caller hands it to a live worker, whose claim starts it again."""
+    ttl = settings.REPLY_LOCK_TTL
+    candidates = await _generating_replies(timezone.now() - dt.timedelta(seconds=ttl))
+    if not candidates:
+        return []
+    redis = channel_redis()
+    async with redis.pipeline(transaction=False) as pipe:
+        for reply_id in candidates:
+            pipe.exists(replystream.lock_key(reply_id))
+            pipe.get(_orphan_mark_key(reply_id))
+        seen = await pipe.execute()
+    now = time.time()
+    orphans: list[int] = []
+    async with redis.pipeline(transaction=False) as pipe:
+        for index, reply_id in enumerate(candidates):
+            locked, marked = seen[2 * index], seen[2 * index + 1]
+            if locked:
+                pipe.delete(_orphan_mark_key(reply_id))
+            elif marked is None:
+                pipe.set(_orphan_mark_key(reply_id), f"{now:.3f}", ex=4 * ttl)
+            elif marked != b"handed-over" and now - float(marked) >= ttl:
+                pipe.set(_orphan_mark_key(reply_id), "handed-over", ex=4 * ttl)
+                orphans.append(reply_id)
+        await pipe.execute()
+    if orphans:
+        logger.warning("Handing %d replies of a lost worker to another: %s", len(orphans), orphans)
+    return orphans

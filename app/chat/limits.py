@@ -55,6 +55,10 @@ class RateLimited(Exception):
         self.wait = wait
 
 
+class QuotaExhausted(Exception):
+    """The user has used DAILY_TOKEN_QUOTA tokens today (UTC)."""
+
+
 @dataclass(frozen=True)
 class MessageSlot:
     """One model call counted against a user's rate limit, until given back."""
@@ -67,36 +71,47 @@ class MessageSlot:
         await channel_redis().zrem(self.name, self.member)
 
 
-async def take_message_slot(user_id: int) -> MessageSlot:
-    """Count one model call (a message or a regeneration); raise RateLimited if over the limit.
+# The quota, then the sliding window (a sorted set of start times, so the limit holds over any
+# RATE_LIMIT_WINDOW seconds, not only within calendar minutes), in one round trip. Returns
+# {0} when the quota is used up, {1, oldest start} when the window is full, {2} when counted.
+ADMIT = """
+local quota = tonumber(ARGV[1])
+if quota > 0 and tonumber(redis.call('get', KEYS[1]) or '0') >= quota then return {0} end
+local now, window = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('zremrangebyscore', KEYS[2], 0, now - window)
+if redis.call('zcard', KEYS[2]) >= tonumber(ARGV[4]) then
+  return {1, redis.call('zrange', KEYS[2], 0, 0, 'withscores')[2]}
+end
+redis.call('zadd', KEYS[2], now, ARGV[5])
+redis.call('expire', KEYS[2], window + 1)
+return {2}
+"""
 
-    A sliding window (a sorted set of start times), so the limit holds over any window of
-    RATE_LIMIT_WINDOW seconds, not only within calendar minutes.
+
+async def admit_model_call(user_id: int) -> MessageSlot:
+    """Count one model call (a message or a regeneration) against the user's limits.
+
+    Raises QuotaExhausted or RateLimited, counting nothing; both checks are one Redis round
+    trip on every message.
     """
     window = settings.RATE_LIMIT_WINDOW
     now = time.time()
     slot = MessageSlot(key("ratelimit", "messages", user_id), f"{now:.6f}:{uuid.uuid4().hex[:8]}")
     redis = channel_redis()
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.zremrangebyscore(slot.name, 0, now - window)
-        pipe.zadd(slot.name, {slot.member: now})
-        pipe.zcard(slot.name)
-        pipe.zrange(slot.name, 0, 0, withscores=True)
-        pipe.expire(slot.name, window + 1)
-        _, _, count, oldest, _ = await pipe.execute()
-    if count <= settings.RATE_LIMIT_MESSAGES:
-        return slot
-    await slot.give_back()  # a refused message does not use up the allowance
-    raise RateLimited(max(1, math.ceil(oldest[0][1] + window - now)))
+    verdict = await redis.eval(
+        ADMIT, 2, _quota_key(user_id), slot.name,
+        settings.DAILY_TOKEN_QUOTA, f"{now:.6f}", window, settings.RATE_LIMIT_MESSAGES,
+        slot.member,
+    )  # fmt: skip
+    if verdict[0] == 0:
+        raise QuotaExhausted
+    if verdict[0] == 1:
+        raise RateLimited(max(1, math.ceil(float(verdict[1]) + window - now)))
+    return slot
 
 
 def _quota_key(user_id: int) -> str:
     return key("quota", user_id, timezone.now().strftime("%Y%m%d"))
-
-
-async def tokens_used_today(user_id: int) -> int:
-    value = await channel_redis().get(_quota_key(user_id))
-    return int(value or 0)
 
 
 async def add_tokens_used(user_id: int, tokens: int) -> None:
@@ -108,8 +123,3 @@ async def add_tokens_used(user_id: int, tokens: int) -> None:
         pipe.incrby(name, tokens)
         pipe.expire(name, QUOTA_KEY_TTL)
         await pipe.execute()
-
-
-async def quota_exhausted(user_id: int) -> bool:
-    quota = settings.DAILY_TOKEN_QUOTA
-    return quota > 0 and await tokens_used_today(user_id) >= quota

@@ -68,6 +68,9 @@ class Message(models.Model):
     error_message = models.TextField(blank=True)
     # How many times a worker started this reply (more than one after a redelivery).
     attempt = models.PositiveSmallIntegerField(default=0)
+    # The Celery node (`default@worker1`) whose process claimed it last: a worker restarted
+    # under that name takes over what its dead predecessor was writing.
+    written_by = models.CharField(max_length=255, blank=True)
     # Sequence number of the reply's last frame, so a late resume can be answered from here.
     final_seq = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveIntegerField(default=0)

@@ -78,7 +78,7 @@ async def cancel_requested(reply_id: int) -> bool:
 
 
 class ReplyPublisher:
-    """Numbers a reply's frames, stores each in the stream, then sends it to the group.
+    """Numbers a reply's frames; stores and publishes each in one round trip.
 
     One publisher per running reply; the reply's lock guarantees there is only one writer.
     """
@@ -108,12 +108,16 @@ class ReplyPublisher:
         return frame
 
     async def _store_and_send(self, frame: dict[str, Any]) -> None:
-        redis = channel_redis()
+        """Store the frame in the stream and publish it to the group, in one transaction: a
+        frame reaches sockets only if a socket that missed it can find it in the stream."""
         key_name = stream_key(self.reply_id)
-        async with redis.pipeline(transaction=True) as pipe:
+        channel, payload = self.layer.group_message(
+            self.group, {"type": REPLY_EVENT, "frame": frame}
+        )
+        async with channel_redis().pipeline(transaction=True) as pipe:
             pipe.xadd(key_name, {"f": json.dumps(frame)}, id=f"0-{frame['seq']}")
             pipe.expire(key_name, settings.STREAM_TTL)
+            # Pub/sub delivers at most once; the sequence numbers let the consumer (and the
+            # client) notice a frame that did not arrive and fill the gap from the stream.
+            pipe.publish(channel, payload)
             await pipe.execute()
-        # group_send drops silently when a socket's channel is full; the seq numbers let the
-        # consumer (and the client) notice and fill the gap from the stream.
-        await self.layer.group_send(self.group, {"type": REPLY_EVENT, "frame": frame})

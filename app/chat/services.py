@@ -1,7 +1,8 @@
-"""Synchronous database operations behind the WebSocket frames and the generation loop.
+"""Synchronous database operations behind the WebSocket frames.
 
 Each runs in one transaction and raises ChatError with the code the user's error frame will
-carry, so a refused request leaves the database as it found it.
+carry, so a refused request leaves the database as it found it. Saving a reply's placeholder
+queues its generation (`chat.queueing`) once the transaction commits.
 """
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from chat.models import Conversation, Message
-from chat.providers.base import ChatMessage
-from chat.providers.registry import available_models, default_model
+from chat.providers.registry import cached_model_ids, default_model
+from chat.queueing import EnqueueError
 
 TITLE_CHARS = 60
 
@@ -44,7 +45,7 @@ class Turn:
 
 def resolve_model(requested: str | None) -> str:
     model = requested or default_model()
-    if model not in {choice.id for choice in available_models()}:
+    if model not in cached_model_ids.get():
         raise ChatError("unknown_model", f"Model {model!r} is not available.")
     return model
 
@@ -57,9 +58,19 @@ def owned_conversation(user: AbstractBaseUser, conversation_id: uuid.UUID | str)
 
 
 def _lock_conversation(user: AbstractBaseUser, conversation_id: str) -> Conversation:
-    """Lock the conversation row so two sockets cannot start two replies at once."""
+    """Lock the conversation row so two sockets cannot start two replies at once; the same
+    query says whether a reply is still being written (`conversation.busy`)."""
+    unfinished = Message.objects.filter(
+        conversation=OuterRef("pk"),
+        role=Message.Role.ASSISTANT,
+        status__in=Message.UNFINISHED,
+        superseded_at__isnull=True,
+    )
     conversation = (
-        Conversation.objects.select_for_update().filter(pk=conversation_id, user=user).first()
+        Conversation.objects.select_for_update(of=("self",))
+        .annotate(busy=Exists(unfinished))
+        .filter(pk=conversation_id, user=user)
+        .first()
     )
     if conversation is None:
         raise ChatError("not_found", "No such conversation.")
@@ -67,12 +78,7 @@ def _lock_conversation(user: AbstractBaseUser, conversation_id: str) -> Conversa
 
 
 def _ensure_idle(conversation: Conversation) -> None:
-    if Message.objects.filter(
-        conversation=conversation,
-        role=Message.Role.ASSISTANT,
-        status__in=Message.UNFINISHED,
-        superseded_at__isnull=True,
-    ).exists():
+    if conversation.busy:  # type: ignore[attr-defined]  (annotated by _lock_conversation)
         raise ChatError("busy", "A reply is still being written; stop it or wait.")
 
 
@@ -130,14 +136,12 @@ def post_message(
 ) -> Turn:
     """Save the user's message and its reply placeholder.
 
-    Saving the user message fires the post_save receiver in chat.signals, which enqueues the
-    generation once this transaction commits. A message already stored under the same
+    Saving the reply's placeholder fires the post_save receiver in chat.queueing, which
+    enqueues the generation once this transaction commits. A message already stored under the same
     client_id is not saved again: its turn comes back with `duplicate` set. That is checked
     under the conversation's lock, so a re-send racing its original (on another socket, maybe
     another web host) waits for it and then finds it.
     """
-    from chat.signals import EnqueueError
-
     named = False
     try:
         with transaction.atomic():
@@ -183,8 +187,6 @@ def post_message(
 
 def regenerate_last(user: AbstractBaseUser, conversation_id: str, model: str | None) -> Turn:
     """Supersede the last finished reply with a new placeholder for the same user message."""
-    from chat.signals import EnqueueError
-
     try:
         return _supersede_last_reply(user, conversation_id, model)
     except EnqueueError as error:
@@ -211,8 +213,6 @@ def regenerate_last(user: AbstractBaseUser, conversation_id: str, model: str | N
 
 
 def _supersede_last_reply(user: AbstractBaseUser, conversation_id: str, model: str | None) -> Turn:
-    from chat.signals import enqueue_generation
-
     with transaction.atomic():
         conversation = _lock_idle_conversation(user, conversation_id)
         last = (
@@ -240,7 +240,6 @@ def _supersede_last_reply(user: AbstractBaseUser, conversation_id: str, model: s
         conversation.updated_at = timezone.now()
         conversation.model = chosen
         conversation.save(update_fields=["updated_at", "model"])
-        enqueue_generation(reply.pk)
     return Turn(last.reply_to_id, reply.pk, last.reply_to.content, chosen, replaces=last.pk)
 
 
@@ -261,94 +260,3 @@ def reply_in_conversation(conversation_id: str, reply_id: int) -> Message | None
     return Message.objects.filter(
         pk=reply_id, conversation_id=conversation_id, role=Message.Role.ASSISTANT
     ).first()
-
-
-# --- The generation loop's side ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReplyJob:
-    reply_id: int
-    conversation_id: str
-    user_id: int
-    model: str
-    messages: list[ChatMessage]
-    attempt: int
-
-
-def claim_reply(reply_id: int) -> ReplyJob | None:
-    """Mark a reply as generating and gather its context; None if there is nothing to do.
-
-    A redelivered task finds its reply finished (nothing to do) or still generating from a
-    worker that died (start it again: attempt > 1).
-    """
-    with transaction.atomic():
-        reply = (
-            Message.objects.select_for_update()
-            .select_related("conversation")
-            .filter(pk=reply_id, role=Message.Role.ASSISTANT)
-            .first()
-        )
-        if reply is None or reply.is_finished or reply.superseded_at is not None:
-            return None
-        reply.status = Message.Status.GENERATING
-        reply.attempt += 1
-        reply.content = ""
-        reply.started_at = timezone.now()
-        reply.save(update_fields=["status", "attempt", "content", "started_at"])
-        history = list(
-            Message.objects.filter(
-                conversation_id=reply.conversation_id,
-                superseded_at__isnull=True,
-                created_at__lt=reply.created_at,
-            )
-            .exclude(role=Message.Role.ASSISTANT, content="")
-            .order_by("-created_at", "-id")
-            .values("role", "content")[: settings.CONTEXT_MESSAGES]
-        )
-    messages: list[ChatMessage] = []
-    if settings.LLM_SYSTEM_PROMPT:
-        messages.append({"role": "system", "content": settings.LLM_SYSTEM_PROMPT})
-    messages.extend({"role": m["role"], "content": m["content"]} for m in reversed(history))
-    return ReplyJob(
-        reply_id=reply.pk,
-        conversation_id=str(reply.conversation_id),
-        user_id=reply.conversation.user_id,
-        model=reply.model,
-        messages=messages,
-        attempt=reply.attempt,
-    )
-
-
-@dataclass
-class ReplyOutcome:
-    status: str
-    content: str
-    final_seq: int
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    usage_estimated: bool = False
-    time_to_first_token_ms: int | None = None
-    duration_ms: int | None = None
-    provider: str = ""
-    error_code: str = ""
-    error_message: str = ""
-
-
-def finish_reply(reply_id: int, outcome: ReplyOutcome) -> bool:
-    """Store the final state; False if someone (the reaper) finished it first."""
-    updated = Message.objects.filter(pk=reply_id, status__in=Message.UNFINISHED).update(
-        status=outcome.status,
-        content=outcome.content,
-        final_seq=outcome.final_seq,
-        prompt_tokens=outcome.prompt_tokens,
-        completion_tokens=outcome.completion_tokens,
-        usage_estimated=outcome.usage_estimated,
-        time_to_first_token_ms=outcome.time_to_first_token_ms,
-        duration_ms=outcome.duration_ms,
-        provider=outcome.provider,
-        error_code=outcome.error_code,
-        error_message=outcome.error_message,
-        finished_at=timezone.now(),
-    )
-    return updated == 1

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import ssl
 
 from fakellm.server import Behaviour, FakeLLM
 
@@ -25,7 +26,13 @@ def main() -> None:
         default="",
         help="markers applied to every request, e.g. '429x1' or 'disconnect-after=5'",
     )
+    parser.add_argument("--tls-cert", help="certificate chain (PEM): serve HTTPS")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     args = parser.parse_args()
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s fakellm %(message)s")
     behaviour = Behaviour(
         ttft=args.ttft_ms / 1000,
@@ -38,7 +45,7 @@ def main() -> None:
         default_markers=args.fail,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(server.serve_forever(args.host, args.port))
+        asyncio.run(server.serve_forever(args.host, args.port, tls))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """A real HTTP/1.1 server speaking OpenAI's chat-completions protocol, streaming over SSE.
 
+Connections are kept alive between requests (HTTP/1.1), as real endpoints do; each request's
+record names its connection, so a client's new connections can be counted. With a
+certificate and key (`--tls-cert`, `--tls-key`) it speaks HTTPS.
+
 Endpoints:
 - POST /v1/chat/completions (stream or not; `stream_options.include_usage` honoured)
 - GET  /v1/models
@@ -17,6 +21,10 @@ plus sign (`fake-model+429x1`):
 - `tokens=N`, `tps=N`, `ttft-ms=N`   reply length, tokens per second, time to first token
 - `echo`                  reply with the prompt's own text (minus the marker)
 - `no-usage`              never send the usage chunk
+- `hold=N`                hold the first token until N streams are open at once (or 120 s
+                          have passed): a client that cannot keep N requests open never
+                          gets its first token in time
+- GET /_fakellm/stats     streams open now, the most open at once, connections accepted
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import json
 import logging
 import random
 import re
+import ssl
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -72,6 +81,16 @@ WORDS = [
     "time",
 ]
 MAX_BODY = 8 * 1024 * 1024
+# Markers that set a field of Behaviour: name -> (field, conversion of the value).
+BEHAVIOUR_MARKERS = {
+    "tokens": ("reply_tokens", int),
+    "tps": ("tokens_per_second", float),
+    "ttft-ms": ("ttft", lambda value: float(value) / 1000),
+}
+# The longest a `hold=N` request waits for the others before it streams anyway.
+HOLD_LIMIT_SECONDS = 120.0
+# How often a held stream sends an SSE comment.
+HOLD_COMMENT_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -89,6 +108,7 @@ class RequestRecord:
     prompt: str
     stream: bool
     started_at: float
+    connection: int = 0
     outcome: str = "pending"
     tokens_sent: int = 0
     first_token_at: float | None = None
@@ -103,6 +123,7 @@ class Plan:
     disconnect_after: int | None = None
     echo: bool = False
     usage: bool = True
+    hold: int = 0
     markers: list[str] = field(default_factory=list)
 
 
@@ -114,18 +135,26 @@ class FakeLLM:
         self.records: list[RequestRecord] = []
         self.failures_served: dict[tuple[str, str], int] = {}
         self.ids = itertools.count(1)
+        self.connection_ids = itertools.count(1)
+        self.connections = 0
+        self.open_streams = 0
+        self.most_open_streams = 0
 
     # --- HTTP plumbing ---------------------------------------------------------------------
 
-    async def serve_forever(self, host: str, port: int) -> None:
-        server = await asyncio.start_server(self.handle_connection, host, port)
-        logger.info("listening on %s:%d", host, port)
+    async def serve_forever(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+        server = await asyncio.start_server(
+            self.handle_connection, host, port, ssl=tls, backlog=1024
+        )
+        logger.info("listening on %s:%d%s", host, port, " (TLS)" if tls else "")
         async with server:
             await server.serve_forever()
 
     async def handle_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        connection = next(self.connection_ids)
+        self.connections += 1
         try:
             while True:
                 request = await self.read_request(reader)
@@ -139,6 +168,7 @@ class FakeLLM:
                     body=body,
                     reader=reader,
                     writer=writer,
+                    connection=connection,
                 )
                 if not keep_alive:
                     break
@@ -199,19 +229,29 @@ class FakeLLM:
         body: bytes,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        connection: int,
     ) -> bool:
         if method == "GET" and path.rstrip("/").endswith("/v1/models"):
             data = [{"id": m, "object": "model", "owned_by": "fakellm"} for m in self.models]
             await self.respond_json(writer, 200, {"object": "list", "data": data})
             return True
         if method == "POST" and path.rstrip("/").endswith("/v1/chat/completions"):
-            return await self.chat_completions(json.loads(body or b"{}"), reader, writer)
+            return await self.chat_completions(
+                json.loads(body or b"{}"), reader, writer, connection
+            )
         if method == "GET" and path == "/_fakellm/requests":
             await self.respond_json(writer, 200, [asdict(r) for r in self.records])
+            return True
+        if method == "GET" and path == "/_fakellm/stats":
+            stats = {"open_streams": self.open_streams, "connections": self.connections,
+                     "most_open_streams": self.most_open_streams}  # fmt: skip
+            await self.respond_json(writer, 200, stats)
             return True
         if method == "POST" and path == "/_fakellm/reset":
             self.records.clear()
             self.failures_served.clear()
+            self.most_open_streams = self.open_streams
+            self.connections = 0
             await self.respond_json(writer, 200, {"ok": True})
             return True
         await self.respond_json(writer, 404, {"error": {"message": f"no route {path}"}})
@@ -230,28 +270,31 @@ class FakeLLM:
             name, _, value = marker.partition("=")
             times = re.fullmatch(r"([45]\d\d|hang)(?:x(\d+))?", marker)
             if times:
-                kind, limit = times.group(1), times.group(2)
-                key = (marker, hashlib.sha256(f"{base_model}\0{prompt}".encode()).hexdigest())
-                served = self.failures_served.get(key, 0)
-                if limit is None or served < int(limit):
-                    self.failures_served[key] = served + 1
-                    if kind == "hang":
-                        plan.hang = True
-                    else:
-                        plan.status = int(kind)
+                self._plan_failure(plan, marker, times, f"{base_model}\0{prompt}")
+            elif name in BEHAVIOUR_MARKERS:
+                field_name, convert = BEHAVIOUR_MARKERS[name]
+                plan.behaviour = replace(plan.behaviour, **{field_name: convert(value)})
             elif name == "disconnect-after":
                 plan.disconnect_after = int(value)
-            elif name == "tokens":
-                plan.behaviour = replace(plan.behaviour, reply_tokens=int(value))
-            elif name == "tps":
-                plan.behaviour = replace(plan.behaviour, tokens_per_second=float(value))
-            elif name == "ttft-ms":
-                plan.behaviour = replace(plan.behaviour, ttft=float(value) / 1000)
+            elif name == "hold":
+                plan.hold = int(value)
             elif name == "echo":
                 plan.echo = True
             elif name == "no-usage":
                 plan.usage = False
         return plan
+
+    def _plan_failure(self, plan: Plan, marker: str, times: re.Match[str], request: str) -> None:
+        """A status or hang marker: every time, or for the first N requests of this prompt."""
+        kind, limit = times.group(1), times.group(2)
+        key = (marker, hashlib.sha256(request.encode()).hexdigest())
+        served = self.failures_served.get(key, 0)
+        if limit is None or served < int(limit):
+            self.failures_served[key] = served + 1
+            if kind == "hang":
+                plan.hang = True
+            else:
+                plan.status = int(kind)
 
     def reply_tokens(self, prompt: str, plan: Plan) -> list[str]:
         if plan.echo:
@@ -265,6 +308,7 @@ class FakeLLM:
         request: dict[str, Any],
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        connection: int,
     ) -> bool:
         model = str(request.get("model", ""))
         messages = request.get("messages") or []
@@ -281,6 +325,7 @@ class FakeLLM:
             prompt=prompt[:200],
             stream=stream,
             started_at=time.time(),
+            connection=connection,
         )
         self.records.append(record)
 
@@ -351,18 +396,21 @@ class FakeLLM:
     ) -> bool:
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
         )
         await writer.drain()
         # The client closing its end (a cancel) shows up as EOF on the reader: watch for it so
-        # the record says exactly when the client went away.
-        gone = asyncio.create_task(reader.read())
+        # the record says exactly when the client went away. An HTTP/1.1 client sends nothing
+        # else before the response ends, so the watch takes no byte of a next request.
+        gone = asyncio.create_task(reader.read(1))
         created = int(time.time())
 
-        async def event(payload: object) -> None:
-            data = f"data: {json.dumps(payload)}\n\n".encode()
+        async def send(data: bytes) -> None:
             writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             await writer.drain()
+
+        async def event(payload: object) -> None:
+            await send(f"data: {json.dumps(payload)}\n\n".encode())
 
         def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, object]:
             return {"id": completion_id, "object": "chat.completion.chunk", "created": created,
@@ -374,10 +422,22 @@ class FakeLLM:
             done, _ = await asyncio.wait({gone}, timeout=seconds)
             return bool(done)
 
+        self.open_streams += 1
+        self.most_open_streams = max(self.most_open_streams, self.open_streams)
         try:
             record.outcome = "streaming"
             if await pause(plan.behaviour.ttft):
                 return self._client_left(record)
+            held_until = time.monotonic() + HOLD_LIMIT_SECONDS
+            next_comment = time.monotonic() + HOLD_COMMENT_SECONDS
+            while self.open_streams < plan.hold and time.monotonic() < held_until:
+                if await pause(0.01):
+                    return self._client_left(record)
+                if time.monotonic() >= next_comment:
+                    # An SSE comment, as real endpoints send while a model thinks: the
+                    # client's read timeout measures silence, and a held stream is not silent.
+                    await send(b": held\n\n")
+                    next_comment += HOLD_COMMENT_SECONDS
             await event(chunk({"role": "assistant", "content": ""}))
             interval = 1 / plan.behaviour.tokens_per_second
             for index, token in enumerate(tokens):
@@ -406,11 +466,12 @@ class FakeLLM:
         except ConnectionError:
             return self._client_left(record)
         finally:
+            self.open_streams -= 1
             gone.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await gone
-        # The reader task may have consumed bytes of a next request; do not reuse the socket.
-        return False
+        # Kept for the next request, unless the watch read something (a pipelining client).
+        return gone.cancelled()
 
     @staticmethod
     def _client_left(record: RequestRecord) -> bool:

@@ -3,7 +3,7 @@
 `install()`, run by `parley/__init__.py` before any event loop starts, puts in the Python 3.12
 `wait_for` (the awaitable runs in the caller's task inside `asyncio.timeout`), so a cancelled
 Redis receive always ends; on 3.12 and later it does nothing. Why:
-docs/decisions/0002-asyncio-wait-for-on-python-3-11.md.
+docs/decisions/0003-asyncio-wait-for-on-python-3-11.md.
 """
 
 from __future__ import annotations

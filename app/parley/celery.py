@@ -6,7 +6,9 @@ import logging
 import os
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_shutdown
+
+from parley import worker_loop
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "parley.settings.dev")
 
@@ -46,3 +48,9 @@ def forget_inherited_database_pool(**_: object) -> None:
         pools = getattr(type(connection), "_connection_pools", None)
         if pools is not None:
             pools.pop(connection.alias, None)
+
+
+@worker_shutdown.connect
+def close_worker_loop(**_: object) -> None:
+    """After a warm shutdown has let every reply in flight finish: close the loop's clients."""
+    worker_loop.stop()

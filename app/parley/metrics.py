@@ -43,6 +43,11 @@ TOKENS_PER_SECOND = Histogram(
     "Completion tokens divided by the time from first to last token",
     buckets=(1, 5, 10, 20, 40, 80, 160, 320, 640),
 )
+REPLIES_IN_FLIGHT = Gauge(
+    "parley_replies_in_flight",
+    "Replies a worker is writing now",
+    multiprocess_mode="livesum",
+)
 TOKENS = Counter("parley_tokens_total", "Tokens used", ["kind", "model"])
 PROVIDER_RETRIES = Counter(
     "parley_provider_retries_total", "Model requests retried before the first token"

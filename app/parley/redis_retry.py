@@ -3,7 +3,7 @@
 Pools built from a URL hand out connections that never retry, so a connection Redis had closed
 (idle timeout, restart) failed the next request. With these options a command on a dead
 connection reconnects and runs again, a few times within about two seconds; a Redis that stays
-away still fails fast. Why: docs/decisions/0003-redis-commands-retry-on-a-dead-connection.md.
+away still fails fast. Why: docs/decisions/0004-redis-commands-retry-on-a-dead-connection.md.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 It goes on serving with `Connection: close` (and answers WebSocket handshakes 503) for at most
 PARLEY_SHUTDOWN_DRAIN_MS, then stops accepting, waits for handshakes under way, and cancels
 tasks that outlive their connections, so a restart or a `max_requests` recycling fails no
-request. Why each step is there: docs/decisions/0001-draining-web-worker.md.
+request. Why each step is there: docs/decisions/0002-draining-web-worker.md.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ stop() {
 }
 trap stop EXIT INT TERM
 
-.venv/bin/celery -A parley worker --loglevel INFO --concurrency 2 & pids+=($!)
+.venv/bin/celery -A parley worker --loglevel INFO --pool threads --concurrency 50 & pids+=($!)
 .venv/bin/celery -A parley beat --loglevel INFO --pidfile= & pids+=($!)
 PROMETHEUS_MULTIPROC_DIR= .venv/bin/gunicorn -c gunicorn.conf.py & pids+=($!)
 

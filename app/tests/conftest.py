@@ -27,12 +27,19 @@ from tests.processes import (
     start_fakellm,
     start_web,
     start_worker,
+    stop_every_process,
 )
 
 
 def _database_url() -> str:
     db = connection.settings_dict
     return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_suite() -> Iterator[None]:
+    yield
+    stop_every_process()
 
 
 @pytest.fixture(scope="session")

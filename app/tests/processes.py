@@ -13,6 +13,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.timing import patience
+
 APP_DIR = Path(__file__).resolve().parent.parent
 ARTIFACTS = APP_DIR / ".artifacts"
 VENV_BIN = Path(sys.executable).parent
@@ -25,13 +27,16 @@ WORKER_METRICS_PORT = 28009
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
+    """Wait for a condition; `timeout` is what it takes on an idle machine, and grows with
+    PARLEY_TEST_SLOW (a wait, never an asserted bound)."""
+    seconds = patience(timeout)
+    deadline = time.monotonic() + seconds
     while True:
         result = predicate()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+            raise TimeoutError(f"timed out after {seconds:.0f} s waiting for {what}")
         time.sleep(0.05)
 
 
@@ -41,6 +46,11 @@ def http_ok(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+# Every process the suite started: the session's end stops any a test left running (a test
+# that failed before its own cleanup), so none outlives the suite on the shared services.
+STARTED: list[Process] = []
 
 
 class Process:
@@ -53,7 +63,9 @@ class Process:
         self.log = self.log_path.open("ab")
         self.log_start = self.log.tell()
         self.argv, self.env = argv, env
+        self.stopped = False
         self.popen = self._spawn()
+        STARTED.append(self)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         self.log.write(f"\n===== start {time.ctime()} {' '.join(self.argv)}\n".encode())
@@ -81,7 +93,11 @@ class Process:
             return log.read().decode(errors="replace")
 
     def stop(self, timeout: float = 15) -> None:
-        """TERM the whole process group, then KILL what is left."""
+        """TERM the whole process group, then KILL what is left (once: a later call does
+        nothing, as the group's id may belong to another process by then)."""
+        if self.stopped:
+            return
+        self.stopped = True
         if self.alive():
             with_group(self.pid, signal.SIGTERM)
             try:
@@ -148,7 +164,8 @@ class SupervisedProcess(Process):
 
     def stop(self, timeout: float = 15) -> None:
         self._stopping.set()
-        self._watch.join()
+        if self._watch.is_alive():
+            self._watch.join()
         super().stop(timeout)
 
 
@@ -169,7 +186,17 @@ def start_web(env: dict[str, str], port: int = WEB_PORT, name: str = "web") -> P
     return process
 
 
-def start_worker(env: dict[str, str], name: str = "worker", supervised: bool = False) -> Process:
+# Replies one worker writes at once, as roles/celery runs it (the `threads` pool on one loop).
+WORKER_REPLIES_IN_FLIGHT = 100
+
+
+def start_worker(
+    env: dict[str, str],
+    name: str = "worker",
+    supervised: bool = False,
+    pool: tuple[str, int] = ("threads", WORKER_REPLIES_IN_FLIGHT),
+) -> Process:
+    """A Celery worker as deployed; `pool` is Celery's pool and its concurrency."""
     metrics_dir = ARTIFACTS / f"{name}-metrics"
     if metrics_dir.exists():
         for stale in metrics_dir.glob("*.db"):
@@ -177,8 +204,9 @@ def start_worker(env: dict[str, str], name: str = "worker", supervised: bool = F
     metrics_dir.mkdir(parents=True, exist_ok=True)
     process = (SupervisedProcess if supervised else Process)(
         name,
-        [str(VENV_BIN / "celery"), "-A", "parley", "worker", "--pool", "prefork",
-         "--concurrency", "2", "--loglevel", "INFO", "--hostname", f"{name}@%h"],
+        [str(VENV_BIN / "celery"), "-A", "parley", "worker", "--pool", pool[0],
+         "--concurrency", str(pool[1]), "--loglevel", "INFO", "--hostname", f"{name}@%h",
+         "--without-mingle"],
         {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
     )  # fmt: skip
     wait_until(lambda: " ready." in process.log_text(), 60, name)
@@ -192,3 +220,8 @@ def start_beat(env: dict[str, str], name: str) -> Process:
          "--pidfile", ""],
         env,
     )  # fmt: skip
+
+
+def stop_every_process() -> None:
+    for process in STARTED:
+        process.stop()

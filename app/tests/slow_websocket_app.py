@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 HANDSHAKE_SECONDS = 1.5
+# Printed (to the server's log) when a handshake starts deciding: the test waits for it.
+DECIDING = "slow_websocket_app: deciding a handshake"
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -23,6 +25,7 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
             await asyncio.Event().wait()
     elif scope["type"] == "websocket":
         await receive()  # websocket.connect
+        print(DECIDING, flush=True)
         await asyncio.sleep(HANDSHAKE_SECONDS)
         await send({"type": "websocket.accept"})
         while (await receive())["type"] != "websocket.disconnect":

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from parley.web_worker import HANDSHAKE_WAIT_SECONDS, LATE_REQUEST_SECONDS, ORPHAN_TASK_SECONDS
 from tests.processes import APP_DIR, ARTIFACTS, VENV_BIN, wait_until
+from tests.slow_websocket_app import DECIDING
+from tests.timing import patience, timing
+
+# Gunicorn's --graceful-timeout below: a worker still busy then is killed by the master.
+GRACEFUL_TIMEOUT = 30
 
 
 def free_port() -> int:
@@ -47,7 +53,7 @@ class Gunicorn:
         self.process = subprocess.Popen(
             [str(VENV_BIN / "gunicorn"), "-c", str(empty_config), "-k",
              "parley.web_worker.DrainingUvicornWorker", "-w", "1", "-b", f"127.0.0.1:{self.port}",
-             "--graceful-timeout", "30", "tests.slow_websocket_app:app"],
+             "--graceful-timeout", str(GRACEFUL_TIMEOUT), "tests.slow_websocket_app:app"],
             cwd=APP_DIR, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PARLEY_SHUTDOWN_DRAIN_MS": str(drain_ms)},
         )  # fmt: skip
@@ -104,48 +110,68 @@ def stopping_server(
     return server, conn
 
 
+def answered_with_close(port: int) -> bool:
+    """A fresh connection's request is answered with `Connection: close`: the worker drains."""
+    with socket.create_connection(("127.0.0.1", port), 10) as fresh:
+        fresh.settimeout(patience(10))
+        status, head = get(fresh)
+    assert status == b"http/1.1 200 ok", head
+    return b"connection: close" in head
+
+
 def draining_server(start_gunicorn: Callable[[int], Gunicorn]) -> tuple[Gunicorn, socket.socket]:
-    """A server one second into a 4 s drain, and the kept-alive connection that holds it there."""
+    """A server draining (for at most 4 s), and the kept-alive connection that holds it there;
+    waited for by asking, not by sleeping."""
     server, held = stopping_server(start_gunicorn, 4000)
-    time.sleep(1)
+    wait_until(lambda: answered_with_close(server.port), patience(4), "the drain to begin")
     return server, held
 
 
 def test_a_request_on_a_kept_alive_connection_while_the_worker_stops_is_answered(
     start_gunicorn: Callable[[int], Gunicorn],
 ) -> None:
+    """Every request is answered, the last with `Connection: close`, and then the worker
+    closes the connection. Were it not draining, the worker would close the connection under
+    a request (get() fails) at once, or when the 3 s drain ends: no time bound is needed to
+    tell, only a deadline that keeps the loop finite."""
     server, conn = stopping_server(start_gunicorn, 3000)
     # Ask again every 100 ms, as nginx reuses a pooled connection: each request is answered
     # until one answer says the connection closes; then the worker closes it.
     began = time.monotonic()
+    limit = 3 + patience(10)
     while True:
         status, head = get(conn)
         assert status == b"http/1.1 200 ok", head
         if b"connection: close" in head:
             break
-        assert time.monotonic() - began < 2.5, "no Connection: close while the worker drains"
+        took = time.monotonic() - began
+        assert took < limit, "no Connection: close while the worker drains " + timing(
+            f"{took:.1f} s", f"{limit:.0f} s", "PARLEY_SHUTDOWN_DRAIN_MS 3000 + a wait"
+        )
         time.sleep(0.1)
-    conn.settimeout(5)
+    conn.settimeout(patience(5))
     assert conn.recv(64) == b""
     conn.close()
-    assert server.process.wait(10) == 0
+    assert server.process.wait(patience(10)) == 0
 
 
 def test_a_stopping_worker_goes_on_accepting_while_it_drains(
     start_gunicorn: Callable[[int], Gunicorn],
 ) -> None:
     """Gunicorn replaces a worker only once it has exited: one that stopped accepting for its
-    whole drain would leave new connections waiting when its siblings recycle with it."""
+    whole drain would leave new connections waiting when its siblings recycle with it. A new
+    connection made while it drains is answered before the drain (4 s) could have ended."""
     server, held = draining_server(start_gunicorn)
     began = time.monotonic()
     fresh = socket.create_connection(("127.0.0.1", server.port), 10)
-    fresh.settimeout(2)
+    fresh.settimeout(patience(10))
     status, head = get(fresh)
+    took = time.monotonic() - began
     assert status == b"http/1.1 200 ok" and b"connection: close" in head, head
-    assert time.monotonic() - began < 1
+    assert took < 4, timing(f"{took:.2f} s to an answer", "4 s", "PARLEY_SHUTDOWN_DRAIN_MS 4000")
     for conn in (fresh, held):
         conn.close()
-    assert server.process.wait(10) == 0
+    assert server.process.wait(patience(10)) == 0
 
 
 def test_a_stopping_worker_refuses_a_new_websocket_503(
@@ -154,7 +180,7 @@ def test_a_stopping_worker_refuses_a_new_websocket_503(
     """A socket it opened would be closed with 1012 within seconds."""
     server, held = draining_server(start_gunicorn)
     fresh = socket.create_connection(("127.0.0.1", server.port), 10)
-    fresh.settimeout(2)
+    fresh.settimeout(patience(10))
     fresh.sendall(upgrade_request())
     received = b""
     while chunk := fresh.recv(4096):
@@ -169,24 +195,39 @@ def test_a_stopping_worker_refuses_a_new_websocket_503(
 def test_the_drain_ends_once_the_peers_have_closed_their_connections(
     start_gunicorn: Callable[[int], Gunicorn],
 ) -> None:
+    """With a 20 s drain, the worker exits well before the drain would have ended once the
+    last kept-alive connection closes: measured from the TERM, the bound is the drain."""
     server, conn = stopping_server(start_gunicorn, 20_000)
-    time.sleep(0.5)
+    termed = time.monotonic()
+    wait_until(lambda: answered_with_close(server.port), patience(10), "the drain to begin")
     conn.close()
-    began = time.monotonic()
-    assert server.process.wait(10) == 0
-    assert time.monotonic() - began < 5
+    assert server.process.wait(patience(30)) == 0
+    took = time.monotonic() - termed
+    assert took < 20, timing(
+        f"{took:.1f} s from TERM to exit", "20 s", "PARLEY_SHUTDOWN_DRAIN_MS 20000, ended early"
+    )
 
 
 def test_an_idle_connection_is_closed_by_the_worker_once_the_drain_is_over(
     start_gunicorn: Callable[[int], Gunicorn],
 ) -> None:
+    """Not before the 1.5 s drain is over (it is measured from after the TERM, so at least the
+    drain passes), and not left open: closed within the drain, the late-request wait and the
+    handshake wait, the worker's whole shutdown."""
     server, conn = stopping_server(start_gunicorn, 1500)
     began = time.monotonic()
-    conn.settimeout(10)
+    latest = 1.5 + LATE_REQUEST_SECONDS + HANDSHAKE_WAIT_SECONDS
+    conn.settimeout(latest + patience(10))
     assert conn.recv(64) == b""
-    assert 1.2 < time.monotonic() - began < 6
+    took = time.monotonic() - began
+    assert 1.2 < took < latest, timing(
+        f"closed after {took:.2f} s",
+        f"1.2 to {latest:.1f} s",
+        f"PARLEY_SHUTDOWN_DRAIN_MS 1500 + LATE_REQUEST_SECONDS {LATE_REQUEST_SECONDS} + "
+        f"HANDSHAKE_WAIT_SECONDS {HANDSHAKE_WAIT_SECONDS}",
+    )
     conn.close()
-    assert server.process.wait(10) == 0
+    assert server.process.wait(patience(10)) == 0
 
 
 def test_a_task_that_outlives_its_connection_is_cancelled_instead_of_waited_for(
@@ -201,8 +242,14 @@ def test_a_task_that_outlives_its_connection_is_cancelled_instead_of_waited_for(
             pass
     began = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
-    assert server.process.wait(15) == 0
-    assert time.monotonic() - began < 6
+    assert server.process.wait(GRACEFUL_TIMEOUT + patience(10)) == 0
+    took = time.monotonic() - began
+    # Waited for, the task would have held the worker until Gunicorn's graceful timeout.
+    assert took < GRACEFUL_TIMEOUT, timing(
+        f"{took:.1f} s from TERM to exit",
+        f"{GRACEFUL_TIMEOUT} s",
+        f"--graceful-timeout; cancelled after ORPHAN_TASK_SECONDS {ORPHAN_TASK_SECONDS}",
+    )
     server.log.flush()
     log = (ARTIFACTS / "web-worker-shutdown.log").read_text()
     assert (
@@ -216,9 +263,12 @@ def test_a_handshake_under_way_at_shutdown_opens_then_closes_with_1012(
 ) -> None:
     gunicorn = start_gunicorn(100)
     server, port = gunicorn.process, gunicorn.port
+    log = ARTIFACTS / "web-worker-shutdown.log"
+    deciding = log.read_text().count(DECIDING)
     conn = socket.create_connection(("127.0.0.1", port), 10)
     conn.sendall(upgrade_request())
-    time.sleep(0.3)  # the app is deciding
+    # The app has the handshake (it logs when it starts deciding, for HANDSHAKE_SECONDS).
+    wait_until(lambda: log.read_text().count(DECIDING) > deciding, patience(10), "the handshake")
     server.send_signal(signal.SIGTERM)
     received = b""
     conn.settimeout(15)
@@ -236,7 +286,7 @@ def test_a_handshake_under_way_at_shutdown_opens_then_closes_with_1012(
     assert opcode == 0x8 and length >= 2, rest
     assert struct.unpack("!H", rest[2:4])[0] == 1012
     conn.close()
-    assert server.wait(30) == 0
+    assert server.wait(patience(30)) == 0
 
 
 @pytest.mark.parametrize(

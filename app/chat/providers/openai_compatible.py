@@ -2,7 +2,9 @@
 
 OpenAI, vLLM, Ollama (/v1), llama.cpp server and LiteLLM proxy all differ only by base URL.
 Retries are ours, not the SDK's: they happen only before the first token, because retrying
-after text has reached the user would show it twice.
+after text has reached the user would show it twice. One provider (one HTTP connection pool)
+serves every reply of an event loop; the SDK makes each request and raises its errors, and
+`chat.providers.sse` reads the streamed body.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import openai
 
 from chat.providers.base import ChatMessage, ProviderError, TextDelta, Usage
+from chat.providers.sse import read_stream
 from parley import metrics
 
 logger = logging.getLogger(__name__)
@@ -48,7 +53,9 @@ class OpenAICompatibleProvider:
         max_retries: int,
         retry_base_delay: float,
         retry_max_delay: float,
+        ssl_context: ssl.SSLContext,
         max_tokens: int = 0,
+        keepalive_seconds: float = 60.0,
     ) -> None:
         self.label = label
         self.max_retries = max_retries
@@ -61,6 +68,17 @@ class OpenAICompatibleProvider:
             api_key=api_key or "not-needed",
             timeout=openai.Timeout(timeout, connect=connect_timeout),
             max_retries=0,
+            # One pool for every reply on this loop: no connection cap of its own (the
+            # worker's replies in flight bound it), idle connections kept for the next reply,
+            # and the process's one SSL context instead of a new one per client.
+            http_client=openai.DefaultAsyncHttpxClient(
+                verify=ssl_context,
+                limits=httpx2.Limits(
+                    max_connections=None,
+                    max_keepalive_connections=None,
+                    keepalive_expiry=keepalive_seconds,
+                ),
+            ),
         )
 
     def retry_delay(self, attempt: int, error: Exception) -> float:
@@ -99,20 +117,16 @@ class OpenAICompatibleProvider:
     async def _attempt(
         self, messages: list[ChatMessage], model: str, state: _AttemptState
     ) -> AsyncIterator[TextDelta | Usage]:
-        stream = await self.client.chat.completions.create(**self._request(messages, model))
+        request = self.client.chat.completions.with_streaming_response.create(
+            **self._request(messages, model)
+        )
         # `async with` closes the HTTP response however we leave: at the end, on an error, or
         # when the caller cancels us; closing it is what stops the model generating.
-        async with stream:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    yield Usage(
-                        prompt_tokens=chunk.usage.prompt_tokens or 0,
-                        completion_tokens=chunk.usage.completion_tokens or 0,
-                    )
-                for choice in chunk.choices:
-                    if choice.delta is not None and choice.delta.content:
-                        state.first_token_seen = True
-                        yield TextDelta(choice.delta.content)
+        async with request as response:
+            async for item in read_stream(response.iter_lines(), response.http_request):
+                if isinstance(item, TextDelta):
+                    state.first_token_seen = True
+                yield item
 
     @staticmethod
     def _final_error(error: Exception, first_token_seen: bool) -> ProviderError | None:

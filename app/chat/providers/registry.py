@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import ssl
+import threading
+import time
 from dataclasses import dataclass
 from functools import cache
 
+import httpx2
 from django.conf import settings
 
 from chat.models import ProviderModel
 from chat.providers.base import Provider
 from chat.providers.demo import DEMO_MODEL, DemoProvider
 from chat.providers.openai_compatible import OpenAICompatibleProvider
+from parley.loop_local import LoopLocal
+
+# How long a process trusts its list of model ids when checking a message's model (the health
+# check refreshes the list every PARLEY_HEALTH_CHECK_INTERVAL seconds anyway).
+MODEL_IDS_TTL_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -25,8 +34,17 @@ def demo_provider() -> DemoProvider:
     return DemoProvider(settings.DEMO_TOKEN_DELAY_MS)
 
 
-def openai_provider() -> OpenAICompatibleProvider | None:
-    """A fresh client: SDK clients hold an HTTP pool tied to the event loop that used it."""
+@cache
+def ssl_context() -> ssl.SSLContext:
+    """The process's one TLS context for the model endpoint: building one loads the whole CA
+    store, which cost more CPU than the rest of a reply when it was done per reply."""
+    context = httpx2.create_ssl_context()
+    if settings.LLM_CA_FILE:
+        context.load_verify_locations(cafile=settings.LLM_CA_FILE)
+    return context
+
+
+def _new_openai_provider() -> OpenAICompatibleProvider | None:
     if not settings.LLM_BASE_URL:
         return None
     return OpenAICompatibleProvider(
@@ -38,8 +56,24 @@ def openai_provider() -> OpenAICompatibleProvider | None:
         max_retries=settings.LLM_MAX_RETRIES,
         retry_base_delay=settings.LLM_RETRY_BASE_DELAY,
         retry_max_delay=settings.LLM_RETRY_MAX_DELAY,
+        ssl_context=ssl_context(),
         max_tokens=settings.LLM_MAX_TOKENS,
+        keepalive_seconds=settings.LLM_KEEPALIVE_SECONDS,
     )
+
+
+async def _close_openai_provider(provider: OpenAICompatibleProvider | None) -> None:
+    if provider is not None:
+        await provider.aclose()
+
+
+# One client per event loop: its HTTP connections belong to the loop that opened them.
+_openai_provider = LoopLocal(_new_openai_provider, _close_openai_provider)
+
+
+def openai_provider() -> OpenAICompatibleProvider | None:
+    """This event loop's client for the configured endpoint (None when there is none)."""
+    return _openai_provider.get()
 
 
 def configured_providers() -> list[Provider]:
@@ -83,9 +117,33 @@ def available_models() -> list[ModelChoice]:
     return choices
 
 
+class _ModelIds:
+    """The ids of available_models(), kept for MODEL_IDS_TTL_SECONDS: checking each message's
+    model must not cost a query per message."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ids: tuple[str, ...] = ()
+        self.expires = 0.0
+
+    def get(self) -> tuple[str, ...]:
+        now = time.monotonic()
+        with self.lock:
+            if now >= self.expires:
+                self.ids = tuple(choice.id for choice in available_models())
+                self.expires = now + MODEL_IDS_TTL_SECONDS
+            return self.ids
+
+    def forget(self) -> None:
+        with self.lock:
+            self.expires = 0.0
+
+
+cached_model_ids = _ModelIds()
+
+
 def default_model() -> str:
-    models = available_models()
-    ids = [choice.id for choice in models]
+    ids = cached_model_ids.get()
     if settings.DEFAULT_MODEL in ids:
         return settings.DEFAULT_MODEL
     return ids[0] if ids else ""

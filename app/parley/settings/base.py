@@ -75,10 +75,12 @@ DATABASES = {
     "default": database_from_url(env_str("DATABASE_URL", "postgres://parley@127.0.0.1:5432/parley"))
 }
 DATABASES["default"]["CONN_MAX_AGE"] = 0
+# Also the number of threads a worker's replies claim and store through (chat.replystore).
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 10)
 if env_bool("DATABASE_POOL", True):
     DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": env_int("DATABASE_POOL_MIN_SIZE", 1),
-        "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10),
+        "max_size": DATABASE_POOL_MAX_SIZE,
         "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0),
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -113,23 +115,18 @@ STORAGES = {
 CHANNEL_LAYER_URL = env_str("CHANNEL_LAYER_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1")
 KEY_PREFIX = "parley:"
+# Connections a process keeps to the channel-layer instance for its own commands (streams,
+# locks, limits); a command waits for a free one.
+REDIS_POOL_SIZE = env_int("REDIS_POOL_SIZE", 32)
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # Pub/sub: one PUBLISH per frame to a conversation's group (parley.channel_layer).
+        "BACKEND": "parley.channel_layer.PubSubChannelLayer",
         "CONFIG": {
-            # redis-py 8 reads with a 5 s socket timeout by default, the same length as
-            # channels-redis's blocking BZPOPMIN: an idle socket would die every 5 s.
             # Its pool's connections retry once Redis has closed them (parley.redis_retry).
             "hosts": [{"address": CHANNEL_LAYER_URL, "socket_timeout": 30, **retry_options()}],
             "prefix": "parley:asgi",
-            # What applies is one inbox per web *process* (channels-redis keys every socket
-            # of a process under one "specific.<id>!" list), not per socket: a worker with a
-            # few hundred sockets, each with a reply of a few frames in flight, passes 100
-            # as soon as its loop falls behind (seen at 200 chats on 2 cores), and each
-            # message dropped beyond it is one that a socket has to recover from Redis.
-            "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000),
-            "expiry": env_int("CHANNEL_LAYER_EXPIRY", 60),
         },
     }
 }
@@ -150,7 +147,10 @@ STREAM_FLUSH_MS = env_int("STREAM_FLUSH_MS", 30)
 STREAM_FLUSH_TOKENS = env_int("STREAM_FLUSH_TOKENS", 16)
 STREAM_TTL = env_int("STREAM_TTL", 3600)
 STREAM_RECOVER_AFTER = env_float("STREAM_RECOVER_AFTER", 3.0)
-REPLY_LOCK_TTL = env_int("REPLY_LOCK_TTL", 15)
+# A live writer renews its reply's lock every third of this; a lost one is noticed after it.
+REPLY_LOCK_TTL = env_int("REPLY_LOCK_TTL", 10)
+# Log each reply's steps with their times (parley.timeline), for bench/'s waterfall.
+REPLY_TIMELINE = env_bool("REPLY_TIMELINE", False)
 CONTEXT_MESSAGES = env_int("CONTEXT_MESSAGES", 20)
 
 # --- LLM providers ----------------------------------------------------------------------------
@@ -164,6 +164,10 @@ LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 3)
 LLM_RETRY_BASE_DELAY = env_float("LLM_RETRY_BASE_DELAY", 0.5)
 LLM_RETRY_MAX_DELAY = env_float("LLM_RETRY_MAX_DELAY", 8.0)
 LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 0)
+# A CA bundle trusted for the endpoint besides the system's (a private vLLM, say).
+LLM_CA_FILE = env_str("LLM_CA_FILE", "")
+# Seconds an idle connection to the endpoint is kept for the next reply.
+LLM_KEEPALIVE_SECONDS = env_float("LLM_KEEPALIVE_SECONDS", 60.0)
 LLM_SYSTEM_PROMPT = env_str("LLM_SYSTEM_PROMPT", "You are a helpful assistant.")
 DEMO_PROVIDER = env_bool("DEMO_PROVIDER", not LLM_BASE_URL)
 DEMO_TOKEN_DELAY_MS = env_int("DEMO_TOKEN_DELAY_MS", 25)
@@ -182,7 +186,8 @@ WS_FRAME_BURST = env_int("WS_FRAME_BURST", 20)
 # --- Periodic jobs (seeded into django-celery-beat by `manage.py seed_schedules`) ----------
 RETENTION_DAYS = env_int("RETENTION_DAYS", 90)
 HEALTH_CHECK_INTERVAL = env_int("HEALTH_CHECK_INTERVAL", 60)
-REAPER_INTERVAL = env_int("REAPER_INTERVAL", 60)
+# The reaper also hands replies of a lost worker to a live one: it runs often, and is cheap.
+REAPER_INTERVAL = env_int("REAPER_INTERVAL", 15)
 USAGE_REPORT_CRON = env_str("USAGE_REPORT_CRON", "15 0 * * *")
 BEAT_LOCK_TTL = env_int("BEAT_LOCK_TTL", 30)
 

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import host, hosts_in, port_states, reboot, run_playbook
+from conftest import host, hosts_in, port_states, reboot, run_playbook, wait_until
 from testinfra.host import Host
 
 ADMIN = "ops"
@@ -44,14 +44,12 @@ def listener(target: str):
         f"systemd-run --unit {unit} python3 -m http.server {UNOPENED_PORT} --bind 0.0.0.0"
     )
     assert started.rc == 0, started.stderr
-    wait_for_loopback = (
-        'python3 -c "import socket,time\n'
-        "for _ in range(50):\n"
-        f"    try: socket.create_connection(('127.0.0.1', {UNOPENED_PORT}), 1); break\n"
-        "    except OSError: time.sleep(0.1)\n"
-        'else: raise SystemExit(1)"'
+    wait_until(
+        "the test listener coming up on loopback",
+        lambda: server.run(f"bash -c ': > /dev/tcp/127.0.0.1/{UNOPENED_PORT}'").rc == 0,
+        30,
+        "a Python http.server starting, a second here",
     )
-    assert server.run(wait_for_loopback).rc == 0, "the test listener did not come up on loopback"
     yield UNOPENED_PORT
     server.run(f"systemctl stop {unit}")
 

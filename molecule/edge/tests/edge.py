@@ -7,12 +7,13 @@ import os
 import subprocess
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import host, hosts_in
+from conftest import host, hosts_in, patience, timing
 from testinfra.host import Host
 
 SCENARIO = Path(__file__).resolve().parent.parent
@@ -28,6 +29,65 @@ ARTIFACTS = REPOSITORY / ".artifacts" / "edge"
 
 def scenario_vars() -> dict[str, Any]:
     return yaml.safe_load(VARS_FILE.read_text())
+
+
+def nginx_setting(name: str) -> Any:
+    """A variable of the nginx role as the scenario sets it: vars.yml, else the default."""
+    defaults = yaml.safe_load(
+        (REPOSITORY / "roles" / "nginx" / "defaults" / "main.yml").read_text()
+    )
+    return scenario_vars().get(name, defaults[name])
+
+
+def per_second(rate: str) -> float:
+    """nginx's rate syntax ("10r/s", "10r/m") as requests per second."""
+    count, unit = rate.removesuffix("r/s").removesuffix("r/m"), rate[-1]
+    return float(count) / (60 if unit == "m" else 1)
+
+
+@dataclass
+class Burst:
+    """Requests sent at once: each answer's status and the file holding it (headers and
+    body), and the probe's clock (ns) just before the first was sent and after the last
+    answer came."""
+
+    answers: list[tuple[str, str]]
+    began_ns: int
+    ended_ns: int
+
+
+def burst(probe: Host, urls: list[str]) -> Burst:
+    """Send every URL at once over one HTTP/2 connection (curl --parallel), each answer
+    kept in its own file; the time is read on the probe, around curl alone."""
+    folder = f"{PROBE_DIR}/burst-{uuid.uuid4().hex[:12]}"
+    transfers = " ".join(f"-o {folder}/{number} {url}" for number, url in enumerate(urls))
+    run = probe.run(
+        f"mkdir -p {folder} && echo began $(date +%s%N) && curl -sS --max-time 60 "
+        f"--cacert {ROOT_CA} --parallel --parallel-immediate --parallel-max 100 --include "
+        f"-w '%{{http_code}} %{{filename_effective}}\\n' {transfers}; rc=$?; "
+        "echo ended $(date +%s%N); exit $rc"
+    )
+    assert run.rc == 0, run.stderr
+    lines = run.stdout.split("\n")
+    clock = {w[0]: int(w[1]) for w in map(str.split, lines) if w and w[0] in ("began", "ended")}
+    answers = [(w[0], w[1]) for w in map(str.split, lines) if len(w) == 2 and w[0].isdigit()]
+    assert len(answers) == len(urls), run.stdout
+    return Burst(answers=answers, began_ns=clock["began"], ended_ns=clock["ended"])
+
+
+def rate_limit_bound(rate: str, burst_size: int, seconds: float) -> int:
+    """The most requests nginx's `limit_req ... burst=B nodelay` at `rate` lets through in
+    `seconds` from an idle client: B + 1 at once, one more per 1/rate seconds after, and one
+    for nginx's rounding to milliseconds."""
+    return burst_size + 1 + int(per_second(rate) * seconds) + 1
+
+
+def limit_message(passed: int, sent: int, seconds: float, bound: int, rate: str, size: int) -> str:
+    return timing(
+        f"{passed} of {sent} passed in {seconds:.2f} s",
+        f"{size + 1} to {bound} passing",
+        f"burst {size} + 1 + rate {rate} x {seconds:.2f} s + 1 for rounding",
+    )
 
 
 def site(target: str) -> dict[str, Any]:
@@ -87,8 +147,8 @@ def served_serial(probe: Host, name: str) -> str:
 
 def serial_after_reload(probe: Host, name: str, old: str, seconds: float = 15) -> str:
     """The serial served for `name` once it differs from `old` (nginx's reload finishes after
-    `systemctl reload` returned), or the old one when the time is up."""
-    deadline = time.monotonic() + seconds
+    `systemctl reload` returned), or the old one when `patience(seconds)` are up."""
+    deadline = time.monotonic() + patience(seconds)
     serial = served_serial(probe, name)
     while serial == old and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -1,7 +1,9 @@
 """The edge roles (nginx, certbot), seen from a client that trusts only Pebble's root.
 
 Each lb host under test (group `targets`) serves its own name (vars.yml); edge-lb13 also
-shares its certificate with edge-lbpeer, whose tests run with edge-lb13's.
+shares its certificate with edge-lbpeer, whose tests run with edge-lb13's. The tests run in
+file order on one xdist worker: the limits count the probe's requests, the renewals come
+after the TLS scans, the bad input after the renewals.
 """
 
 from __future__ import annotations
@@ -15,19 +17,32 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import add_to_summary, host, hosts_in, run_playbook
+from conftest import (
+    add_to_summary,
+    host,
+    hosts_in,
+    patience,
+    run_playbook,
+    timing,
+    wait_until,
+)
 from edge import (
     PROBE_DIR,
     REPOSITORY,
     ROOT_CA,
     VARS_FILE,
+    Burst,
     ansible_playbook,
+    burst,
     curl,
     install_probe_files,
     json_report,
     keep_artifact,
+    limit_message,
+    nginx_setting,
     own_name,
     peers,
+    rate_limit_bound,
     run_with_bad_inputs,
     serial_after_reload,
     served_serial,
@@ -233,17 +248,14 @@ def websocket(client: Host, name: str, origin: str) -> dict:
 
 
 def raw_handshake(client: Host, name: str, origin: str | None) -> str:
-    origin_header = f"-H 'Origin: {origin}'" if origin else ""
-    key = "dGhlIHNhbXBsZSBub25jZQ=="
-    rc, out, _ = curl(
-        client,
-        f"--http1.1 --max-time 3 --dump-header - -o /dev/null -H 'Connection: Upgrade' "
-        f"-H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: {key}' "
-        f"{origin_header} https://{name}/ws/echo/",
+    """The status line and headers nginx answers a WebSocket upgrade with (read as soon as
+    they have come, however long the machine takes)."""
+    option = f"--origin '{origin}'" if origin else ""
+    result = client.run(
+        f"python3 {PROBE_DIR}/ws_client.py --cafile {ROOT_CA} --head {option} {name}"
     )
-    # curl gives up on the upgraded connection after --max-time; the headers are what count.
-    assert rc in (0, 28), out
-    return out
+    assert result.rc == 0, result.stderr
+    return json_report(result.stdout)["head"] + "\r\n\r\n"
 
 
 def test_websocket_upgrade_returns_101_and_echoes_frames(client: Host, target: str) -> None:
@@ -272,45 +284,63 @@ def test_cross_origin_websocket_is_refused(client: Host, target: str) -> None:
 # --- Abuse limits ---------------------------------------------------------------------------
 
 
-def status_codes(client: Host, url: str, count: int) -> list[str]:
-    """Status of `count` requests sent at once (HTTP/2, one connection), so that a slow
-    machine cannot spread them over time and let the rate refill."""
-    rc, out, err = curl(
-        client,
-        "--parallel --parallel-immediate --parallel-max 100 -w '%{http_code}\\n' "
-        + f"-o /dev/null {url} " * count,
+def passed_and_refused(sent: Burst) -> tuple[list[str], list[str]]:
+    """The files of the answers that passed (200) and of those refused (429); any other
+    status fails the test."""
+    codes = [code for code, _ in sent.answers]
+    assert set(codes) <= {"200", "429"}, codes
+    return (
+        [path for code, path in sent.answers if code == "200"],
+        [path for code, path in sent.answers if code == "429"],
     )
-    assert rc == 0, err
-    return out.split()
 
 
 def test_sign_in_is_rate_limited_with_our_429_page(client: Host, target: str) -> None:
+    """nginx_login_rate (10r/m) with nginx_login_burst (5), one budget for the app's sign-in
+    and Django admin's: of 24 requests sent at once, half to each, between burst + 1 and
+    burst + 1 + rate x the seconds they took (+ 1 for rounding) pass, counted together (two
+    budgets would let at least 12 through), and every refusal is our 429 page."""
     name = own_name(target)
-    url = f"https://{name}/login/"
-    # 10r/m with a burst of 5: six pass, the rest get 429.
-    codes = status_codes(client, url, 12)
-    assert set(codes) == {"200", "429"}, codes
-    assert 1 <= codes.count("200") <= 7, codes
-    rc, out, err = curl(client, f"--dump-header - {url}")
-    assert rc == 0, err
-    assert status_line(out).endswith("429"), out
-    assert headers_of(out)["strict-transport-security"] == [HSTS]
-    assert "<title>Too many requests - Parley</title>" in out
-    # Django admin's sign-in shares the budget: guessing there instead buys nothing.
-    rc, out, err = curl(client, f"-o /dev/null -w '%{{http_code}}' https://{name}/admin/login/")
-    assert rc == 0, err
-    assert out == "429"
+    rate, size = nginx_setting("nginx_login_rate"), nginx_setting("nginx_login_burst")
+    urls = [f"https://{name}{path}" for _ in range(12) for path in ("/login/", "/admin/login/")]
+    sent = burst(client, urls)
+    seconds = (sent.ended_ns - sent.began_ns) / 1e9
+    passed, refused = passed_and_refused(sent)
+    bound = rate_limit_bound(rate, size, seconds)
+    message = limit_message(len(passed), len(urls), seconds, bound, rate, size)
+    add_to_summary(f"{target} sign-in limit: {message}")
+    assert size + 1 <= len(passed) <= bound, message
+    assert any("/admin/login/" in urls[int(path.rsplit("/", 1)[1])] for path in refused), (
+        "Django admin's sign-in has a budget of its own: " + message
+    )
+    page = client.run(f"cat {refused[0]}").stdout
+    assert status_line(page).endswith("429"), page
+    assert headers_of(page)["strict-transport-security"] == [HSTS]
+    assert "<title>Too many requests - Parley</title>" in page
 
 
 def test_api_is_rate_limited_with_a_json_429(client: Host, target: str) -> None:
+    """nginx_api_rate (10r/s) with nginx_api_burst (20): bursts of 60 requests at once,
+    until one is refused, let between burst + 1 and burst + 1 + rate x the seconds from the
+    first request to the last answer (+ 1 for rounding) through; refusals are JSON. Only a
+    machine too slow to send 60 requests in (60 - 21) / 10 s sends a second burst."""
     name = own_name(target)
-    # 10r/s with a burst of 20: 21 pass (a few more if the requests take a while).
-    codes = status_codes(client, f"https://{name}/api/ping", 60)
-    assert set(codes) == {"200", "429"}, codes
-    assert 21 <= codes.count("200") <= 40, codes
-    rc, out, err = curl(client, f"https://{name}/api/ping " * 30)
-    assert rc == 0, err
-    assert '{"error": "rate_limited"' in out
+    rate, size = nginx_setting("nginx_api_rate"), nginx_setting("nginx_api_burst")
+    sent: list[Burst] = []
+    refused: list[str] = []
+    deadline = time.monotonic() + patience(60)
+    while not refused and time.monotonic() < deadline:
+        sent.append(burst(client, [f"https://{name}/api/ping"] * 60))
+        refused += passed_and_refused(sent[-1])[1]
+    passed = sum(len(passed_and_refused(each)[0]) for each in sent)
+    seconds = (sent[-1].ended_ns - sent[0].began_ns) / 1e9
+    bound = rate_limit_bound(rate, size, seconds)
+    message = limit_message(passed, 60 * len(sent), seconds, bound, rate, size)
+    add_to_summary(f"{target} API limit: {message}")
+    assert refused, "no request was refused: " + message
+    assert size + 1 <= passed <= bound, message
+    answer = client.run(f"cat {refused[0]}").stdout
+    assert '{"error": "rate_limited"' in answer, answer
 
 
 def test_websockets_per_address_are_limited(client: Host, target: str) -> None:
@@ -376,10 +406,12 @@ def test_testssl_reports_nothing_high_or_critical(
 ) -> None:
     report = f"{PROBE_DIR}/testssl-{target}.json"
     # Until the background scan (started with the host's first test) has finished.
-    deadline = time.monotonic() + 300
-    while client.run(f"systemctl is-active --quiet {testssl_scan}").rc == 0:
-        assert time.monotonic() < deadline, "testssl.sh did not finish within 5 minutes"
-        time.sleep(2)
+    wait_until(
+        "testssl.sh finishing",
+        lambda: client.run(f"systemctl is-active --quiet {testssl_scan}").rc != 0,
+        300,
+        "a scan's time here, 5 minutes",
+    )
     log = client.run(f"cat {PROBE_DIR}/testssl-{target}.log").stdout
     keep_artifact(f"{target}-testssl.txt", log)
     findings = json.loads(client.file(report).content_string)
@@ -583,7 +615,6 @@ def force_renewal(server: Host) -> str:
         server.run(f"rm -f {dropin} && systemctl daemon-reload")
 
 
-@pytest.mark.xdist_group(hosts_in("targets")[0])
 def test_a_renewal_does_not_reload_an_nginx_that_fails_its_check(client: Host) -> None:
     target = hosts_in("targets")[0]
     server = host(target)
@@ -600,7 +631,15 @@ def test_a_renewal_does_not_reload_an_nginx_that_fails_its_check(client: Host) -
         server.run(f"rm -f {broken}")
     # Fixed, the next reload takes the renewed certificate.
     assert server.run("systemctl reload nginx").rc == 0
-    assert serial_after_reload(client, name, before) != before
+    assert serial_after_reload(client, name, before) != before, timing(
+        "the old serial still served", f"{patience(15):.0f} s", "a reload's time"
+    )
+
+
+def loop_progress(client: Host, path: str) -> dict[str, int]:
+    """Requests per name the request loop has made so far (none before its first round)."""
+    read = client.run(f"cat {path}")
+    return json.loads(read.stdout) if read.rc == 0 else {}
 
 
 def test_forced_renewal_changes_the_serial_without_a_failed_request(
@@ -608,24 +647,35 @@ def test_forced_renewal_changes_the_serial_without_a_failed_request(
 ) -> None:
     """certbot.service (as certbot.timer starts it: confined, with the ACME CA and the deploy
     hook) renews with --force-renewal while a bounded loop of fresh HTTPS connections runs;
-    lb hosts sharing the certificate get it from playbooks/renew-certs.yml."""
+    lb hosts sharing the certificate get it from playbooks/renew-certs.yml. The test waits
+    until the loop has made five requests to each name before the renewal starts, and five
+    more after every host serves the new certificate: what the loop saw, not a time."""
+    rounds = 5
     server = host(target)
     names = [own_name(target)] + [own_name(p) for p in peers(target)]
     before = {name: served_serial(client, name) for name in names}
     stop_file = f"{PROBE_DIR}/renewal-{target}.stop"
-    client.run(f"rm -f {stop_file}")
+    progress = f"{PROBE_DIR}/renewal-{target}.progress"
+    client.run(f"rm -f {stop_file} {progress}")
+    # Bounds that only end a loop the test lost track of.
     loop = (
         f"python3 {PROBE_DIR}/request_loop.py --cafile {ROOT_CA} --stop-file {stop_file} "
-        f"--max-requests 4000 --max-seconds 300 {' '.join(names)}"
+        f"--progress {progress} --max-requests 100000 --max-seconds 1800 {' '.join(names)}"
     )
+
+    def made_at_least(count: int) -> dict[str, int]:
+        seen = loop_progress(client, progress)
+        return seen if seen and min(seen.values()) >= count else {}
+
     with ThreadPoolExecutor(max_workers=1) as pool:
         running = pool.submit(client.run, loop)
         try:
-            # Let the loop see the old certificate first.
-            client.run("sleep 2")
+            wait_until("the loop's first requests", lambda: made_at_least(rounds), 60, "a start")
             force_renewal(server)
             after_renewal = serial_after_reload(client, own_name(target), before[own_name(target)])
-            assert after_renewal != before[own_name(target)], "nginx still serves the old one"
+            assert after_renewal != before[own_name(target)], "nginx still serves the old one " + (
+                timing("no new serial", f"{patience(15):.0f} s", "a reload's time")
+            )
             if peers(target):
                 shared = ansible_playbook(
                     REPOSITORY / "playbooks" / "renew-certs.yml",
@@ -633,17 +683,23 @@ def test_forced_renewal_changes_the_serial_without_a_failed_request(
                     ",".join([target, *peers(target)]),
                 )
                 assert shared.returncode == 0, shared.stdout[-3000:] + shared.stderr[-2000:]
-            client.run("sleep 2")
+            renewed = max(loop_progress(client, progress).values())
+            wait_until(
+                "the loop's requests after the renewal",
+                lambda: made_at_least(renewed + rounds),
+                60,
+                "five requests per name",
+            )
         finally:
             client.run(f"touch {stop_file}")
-        finished = running.result(timeout=330)
+        finished = running.result()
     assert finished.rc == 0, finished.stderr
     report = json_report(finished.stdout)
     assert report["stopped_by"] == "stop file", report
     for name in names:
         seen = report["names"][name]
         assert seen["failures"] == [], f"{name}: {seen['failures'][:5]}"
-        assert seen["requests"] >= 10, seen
+        assert seen["requests"] >= 2 * rounds, seen
         assert seen["serials"][0] == before[name], seen
         assert seen["serials"][-1] == after_renewal, (name, seen)
         assert served_serial(client, name) == after_renewal
@@ -651,14 +707,13 @@ def test_forced_renewal_changes_the_serial_without_a_failed_request(
 
 # --- Bad input and broken configuration ---------------------------------------------------------
 
-# Bad input is tried on the first target (nginx) and the last (certbot), so each runs beside
-# the other host's tests; a broken configuration on the last.
+# Bad input is tried on the first target (nginx) and the last (certbot); a broken
+# configuration on the last. Like every test here they run in file order, after the renewals.
 FIRST_TARGET = hosts_in("targets")[0]
 LAST_TARGET = hosts_in("targets")[-1]
 SNAPSHOT = "find /etc /var/www -xdev -printf '%p %s %T@\\n' | sort | sha256sum"
 
 
-@pytest.mark.xdist_group(LAST_TARGET)
 def test_a_configuration_nginx_rejects_never_reaches_it(client: Host) -> None:
     target = LAST_TARGET
     server = host(target)
@@ -836,13 +891,11 @@ def assert_refused(refusals: dict, case: str, cases: dict) -> None:
     assert refusal.changed == 0, refusal
 
 
-@pytest.mark.xdist_group(FIRST_TARGET)
 @pytest.mark.parametrize("case", NGINX_BAD_INPUT)
 def test_nginx_bad_input_fails_before_any_change(case: str, nginx_refusals: dict) -> None:
     assert_refused(nginx_refusals, case, NGINX_BAD_INPUT)
 
 
-@pytest.mark.xdist_group(LAST_TARGET)
 @pytest.mark.parametrize("case", CERTBOT_BAD_INPUT)
 def test_certbot_bad_input_fails_before_any_change(case: str, certbot_refusals: dict) -> None:
     assert_refused(certbot_refusals, case, CERTBOT_BAD_INPUT)

@@ -4,8 +4,9 @@ Redis and PostgreSQL access, a small WebSocket fuzz campaign, the HTTP abuse pas
 in logs. The long parts (full port scans, testssl.sh, sslyze, thousands of fuzz frames, the
 faults) are `make audit`'s alone.
 
-These tests stay in the scenario's default xdist group: they scan every host and sign in from
-this machine, so they must not run while another test stops a host or signs in from here.
+The fleet's verify runs on one xdist worker, this module before test_fleet.py: these checks
+scan every host and sign in from this machine, so they must not run while another test stops
+a host or signs in from here.
 """
 
 from __future__ import annotations

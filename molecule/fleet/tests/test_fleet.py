@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import changed_app_copy, django, host, run_playbook
+from conftest import changed_app_copy, django, host, run_playbook, wait_until
 from testinfra.host import Host
 
 SITE = "chat.parley.test"
@@ -60,16 +60,17 @@ def reply_status(web: Host, reply_id: int) -> str:
     )
 
 
-def wait_for_json(probe: Host, path: str, seconds: int) -> dict:
-    """The JSON report a client on the probe writes when it ends (whole, not half-written)."""
-    for _ in range(seconds):
-        if probe.file(path).exists:
-            try:
-                return json.loads(probe.file(path).content_string)
-            except json.JSONDecodeError:
-                pass
-        time.sleep(1)
-    pytest.fail(f"{path} did not appear on the probe within {seconds} s")
+def wait_for_json(probe: Host, path: str, seconds: int, source: str) -> dict:
+    """The JSON document a client on the probe writes (whole, not half-written), once there."""
+
+    def document() -> dict | None:
+        read = probe.run(f"cat {path}")
+        try:
+            return json.loads(read.stdout) if read.rc == 0 else None
+        except json.JSONDecodeError:
+            return None
+
+    return wait_until(f"{path} on the probe", document, seconds, source)
 
 
 def current_releases() -> dict[str, str]:
@@ -98,33 +99,63 @@ def slow_at_the_lb() -> str:
 
 
 class Load:
-    """A bounded HTTP loop and a set of resuming chats on the probe, through nginx."""
+    """A bounded HTTP loop and a set of resuming chats on the probe, through nginx. Both keep
+    their counts in a progress file: a test waits on those counts, before and after what it
+    does, instead of sleeping for a time a slow machine might not fill."""
 
     def __init__(self, probe: Host, root: str, chats: int) -> None:
         self.probe = probe
+        self.chats = chats
         self.units = [f"httploop-{uuid.uuid4().hex[:8]}", f"chatload-{uuid.uuid4().hex[:8]}"]
-        probe.run("rm -f /tmp/load.stop /tmp/http.json /tmp/chats.json")
+        probe.run(
+            "rm -f /tmp/load.stop /tmp/http.json /tmp/chats.json /tmp/http.progress"
+            " /tmp/chats.progress"
+        )
         for unit, command in zip(
             self.units,
             (
                 f"/usr/local/bin/httploop --url {BASE}/healthz --url {BASE}/login/ "
                 f"--cafile {root} --stop /tmp/load.stop --out /tmp/http.json "
-                "--max-requests 100000 --max-seconds 900",
+                "--progress /tmp/http.progress --max-requests 1000000 --max-seconds 3600",
                 f"/usr/local/bin/chatprobe --base {BASE} --cafile {root} {USER} "
-                f"--model fake-model --load-chats {chats} --max-seconds 900 "
+                f"--model fake-model --load-chats {chats} --max-seconds 3600 "
                 f"--message {shlex.quote('[fakellm:tokens=60 tps=40] Keep talking, please.')} "
-                "--stop /tmp/load.stop --out /tmp/chats.json",
+                "--stop /tmp/load.stop --out /tmp/chats.json --progress /tmp/chats.progress",
             ),
             strict=True,
         ):
             started = probe.run(f"systemd-run --unit {unit} --collect /usr/bin/python3 {command}")
             assert started.rc == 0, started.stderr
-        time.sleep(3)
+        # Running: some requests answered, and as many replies completed as there are chats.
+        self.wait_for_more(requests=10, complete=chats)
+
+    def counts(self) -> tuple[int, int]:
+        """Requests the HTTP loop made and replies the chats completed, so far."""
+        http = self.probe.run("cat /tmp/http.progress").stdout.strip()
+        chats = self.probe.run("cat /tmp/chats.progress").stdout.strip()
+        return int(http or 0), json.loads(chats)["complete"] if chats else 0
+
+    def wait_for_more(self, requests: int, complete: int) -> tuple[int, int]:
+        """Wait until the loops have made `requests` more requests and completed `complete`
+        more replies than now; returns the counts then."""
+        now_requests, now_complete = self.counts()
+
+        def enough() -> tuple[int, int] | None:
+            done, finished = self.counts()
+            more = done >= now_requests + requests and finished >= now_complete + complete
+            return (done, finished) if more else None
+
+        return wait_until(
+            f"{requests} more requests and {complete} more complete replies",
+            enough,
+            120,
+            "a request and a 60-token reply take seconds here",
+        )
 
     def stop(self) -> tuple[dict, dict]:
         self.probe.run("touch /tmp/load.stop")
-        http = wait_for_json(self.probe, "/tmp/http.json", 60)
-        chats = wait_for_json(self.probe, "/tmp/chats.json", 120)
+        http = wait_for_json(self.probe, "/tmp/http.json", 60, "one request's timeout, 30 s")
+        chats = wait_for_json(self.probe, "/tmp/chats.json", 120, "each chat's last reply")
         self.probe.run(f"systemctl stop {' '.join(self.units)}")
         print(f"HTTP: {http['requests']} requests in {http['seconds']} s, {http['statuses']}")
         print(
@@ -183,36 +214,42 @@ def test_sign_in_send_and_the_streamed_reply_is_stored(probe: Host, root: str, w
     assert stored == f"complete {len(reply['content'])}"
 
 
+def fake_model_record(probe: Host, marker: str) -> dict | None:
+    """What the fake model on the probe holds of the request whose prompt has `marker`."""
+    seen = json.loads(probe.check_output("curl -s http://127.0.0.1:8100/_fakellm/requests"))
+    return next((record for record in seen if marker in record["prompt"]), None)
+
+
 def test_a_worker_killed_mid_reply_still_ends_the_reply(probe: Host, root: str, web1: Host) -> None:
+    """The pool is killed once the model has streamed 20 of the reply's 200 tokens (a second
+    at 20 tokens per second), measured at the model, not after a sleep; the model's record
+    then shows the stream was cut before its end."""
+    marker = uuid.uuid4().hex
     probe.run("rm -f /tmp/killed.json")
     started = probe.run(
         "systemd-run --unit killedreply --collect /bin/sh -c "
         + shlex.quote(
             f"chatprobe --base {BASE} --cafile {root} {USER} --model fake-model "
-            f"--timeout 120 --message {shlex.quote(SLOW + ' Write slowly.')} > /tmp/killed.part"
-            " && mv /tmp/killed.part /tmp/killed.json"
+            f"--timeout 120 --message {shlex.quote(f'{SLOW} Write slowly. {marker}')}"
+            " > /tmp/killed.part && mv /tmp/killed.part /tmp/killed.json"
         )
     )
     assert started.rc == 0, started.stderr
     worker = host("worker1")
-    generating = ""
-    for _ in range(60):
-        generating = django(
-            web1,
-            "from chat.models import Message; "
-            "print(Message.objects.filter(status='generating').count())",
-        )
-        if generating != "0":
-            break
-        time.sleep(0.5)
-    assert generating != "0", "the slow reply never started"
-    time.sleep(2)
+
+    def streaming() -> bool:
+        record = fake_model_record(probe, marker)
+        return bool(record and record["tokens_sent"] >= 20)
+
+    wait_until("the slow reply streaming", streaming, 60, "a reply's start, seconds here")
     main = worker.check_output("systemctl show --property MainPID --value parley-worker@default")
     killed = worker.run(f"pkill -KILL --parent {main}")
     assert killed.rc == 0, "no pool process to kill"
-    result = wait_for_json(probe, "/tmp/killed.json", 180)
+    cut = fake_model_record(probe, marker)
+    result = wait_for_json(probe, "/tmp/killed.json", 180, "the retried 10 s reply")
     (reply,) = result["replies"]
     print(f"after SIGKILL: {reply['status']} in {reply['total_s']} s, code {reply['code']}")
+    assert cut and cut["tokens_sent"] < 200, f"the reply had ended before the kill: {cut}"
     assert reply["status"] == "complete" or reply["code"], reply
     assert reply["text_matches"], reply
     assert reply_status(web1, reply["reply_id"]) != "generating"
@@ -221,21 +258,27 @@ def test_a_worker_killed_mid_reply_still_ends_the_reply(probe: Host, root: str, 
 def test_deploy_under_load_fails_no_request_and_loses_no_frame(
     probe: Host, root: str, tmp_path: Path
 ) -> None:
+    """deploy.yml under an HTTP loop and six chats. The loads are running before the deploy
+    (requests answered, six replies done) and go on after it (more of both), waited
+    for on their own counts; each must have made requests while the deploy ran."""
     before = current_releases()
     load = Load(probe, root, chats=6)
+    at_start = load.counts()
     started = time.monotonic()
     deploy = run_playbook(
         str(PROJECT / "playbooks" / "deploy.yml"),
         extra_vars={"app_local_path": str(changed_app_copy(tmp_path))},
     )
     took = time.monotonic() - started
-    time.sleep(3)
+    at_end = load.counts()
+    load.wait_for_more(requests=10, complete=1)
     http, chats = load.stop()
     assert deploy.rc == 0, deploy.failed_tasks or deploy.output[-3000:]
-    print(f"deploy.yml took {took:.0f} s")
+    print(f"deploy.yml took {took:.0f} s; requests {at_start} -> {at_end} (HTTP, replies)")
     after = current_releases()
     assert len(set(after.values())) == 1 and set(after.values()) != set(before.values()), after
-    assert http["requests"] > 50 and http["failures"] == [], (http, slow_at_the_lb())
+    assert at_end[0] > at_start[0], f"no request while the deploy ran {took:.0f} s"
+    assert http["failures"] == [], (http, slow_at_the_lb())
     assert chats["replies"] > 6 and chats["errors"] == [], chats
     assert chats["gaps"] == [] and chats["duplicates"] == [] and chats["mismatches"] == [], chats
     assert chats["unacknowledged"] == 0, chats
@@ -251,10 +294,14 @@ def test_a_rolling_restart_fails_no_request(probe: Host, root: str) -> None:
         for name in ("web1", "web2")
     }
     load = Load(probe, root, chats=4)
+    at_start = load.counts()
     restart = run_playbook(str(PROJECT / "playbooks" / "restart.yml"))
+    at_end = load.counts()
+    load.wait_for_more(requests=10, complete=1)
     http, chats = load.stop()
     assert restart.rc == 0, restart.failed_tasks or restart.output[-3000:]
-    assert http["requests"] > 50 and http["failures"] == [], (http, slow_at_the_lb())
+    assert at_end[0] > at_start[0], "no request while restart.yml ran"
+    assert http["failures"] == [], (http, slow_at_the_lb())
     assert chats["gaps"] == [] and chats["duplicates"] == [] and chats["mismatches"] == [], chats
     for name, pid in pids.items():
         now = host(name).check_output("systemctl show --property MainPID --value parley-web")
@@ -347,11 +394,13 @@ def test_the_chat_page_in_chromium(probe: Host, root: str) -> None:
 
 # Last: web1 stays down, and the scenario's destroy follows.
 def test_traffic_goes_on_without_web1(probe: Host, root: str) -> None:
+    """With web1 stopped, the loads go on: 50 more requests and 4 more complete replies
+    (one per chat) are waited for on their counts, and none of it failed."""
     load = Load(probe, root, chats=4)
     subprocess.run(["docker", "stop", "-t", "30", "web1"], check=True, capture_output=True)
-    time.sleep(20)
+    load.wait_for_more(requests=50, complete=4)
     http, chats = load.stop()
-    assert http["requests"] > 50 and http["failures"] == [], (http, slow_at_the_lb())
+    assert http["failures"] == [], (http, slow_at_the_lb())
     assert chats["errors"] == [] and chats["gaps"] == [] and chats["mismatches"] == [], chats
     assert chats["complete"] > 4, chats
     logs = host("lb1").check_output("tail -n 400 /var/log/nginx/access.log")

@@ -4,15 +4,10 @@ superuser may read, from the server's own postgres account."""
 
 from __future__ import annotations
 
-import fcntl
-import os
 import re
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from conftest import host, hosts_in, port_states, run_playbook
+from conftest import host, hosts_in, port_states, run_playbook, wait_until
 from pg_client import (
     APP_PASSWORD,
     BACKUP_DIR,
@@ -28,20 +23,6 @@ from pg_client import (
 from testinfra.host import Host
 
 TIMER_DROPIN = "/run/systemd/system/postgresql-backup.timer.d/molecule.conf"
-
-
-@pytest.fixture(autouse=True)
-def one_test_per_host_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Tests restart services, add firewall rules and rotate dumps on their host: they must
-    not overlap with another test of that host. (molecule/conftest.py asks xdist to keep the
-    tests of one host on one worker; this holds whatever the scheduler does.)"""
-    params = getattr(request.node, "callspec", None)
-    name = params.params.get("target") if params else None
-    name = name or hosts_in("targets")[0]
-    lock = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / f"verify-{name}.lock"
-    with lock.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 @pytest.fixture(scope="session")
@@ -243,12 +224,12 @@ def test_backup_timer_produces_a_dump(target: str) -> None:
     )
     assert server.run(make_due).rc == 0
     try:
-        new: set[str] = set()
-        deadline = time.monotonic() + 90
-        while not new and time.monotonic() < deadline:
-            time.sleep(1)
-            new = set(dumps(target)) - before
-        assert new, "the timer did not produce a dump within 90 s"
+        new = wait_until(
+            "the timer producing a dump",
+            lambda: set(dumps(target)) - before,
+            90,
+            "the drop-in's OnActiveSec=1s and a dump of a small database",
+        )
         result = server.check_output(
             "systemctl show --property=Result --property=ExecMainStatus postgresql-backup.service"
         )

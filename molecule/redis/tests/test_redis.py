@@ -3,13 +3,9 @@ single-host layout, from the Redis host's own loopback."""
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import host, hosts_in, port_states, run_playbook
@@ -28,20 +24,6 @@ from testinfra.host import Host
 
 PORTS = [BROKER_PORT, LAYER_PORT]
 UNITS = {BROKER_PORT: "redis-server@broker.service", LAYER_PORT: "redis-server@layer.service"}
-
-
-@pytest.fixture(autouse=True)
-def one_test_per_host_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test restarts the instances of its host: no other test of that host may run then.
-    (molecule/conftest.py asks xdist to keep the tests of one host on one worker; this holds
-    whatever the scheduler does.)"""
-    params = getattr(request.node, "callspec", None)
-    name = params.params.get("target") if params else None
-    name = name or hosts_in("targets")[0]
-    lock = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / f"verify-{name}.lock"
-    with lock.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 @pytest.fixture(scope="session")

@@ -2,22 +2,18 @@
 a real failover, the old primary coming back as a replica, and the role re-run afterwards
 changing nothing. Seen from the app host (redis-web) and the outsider (the probe).
 
-The converge step leaves the pair out (to keep the scenario short); the first of these tests
-to run converges it, with the play of converge.yml (in --check mode first, as the scenario
-does for its other hosts), while the other tests run."""
+The converge step leaves the pair out (to keep the scenario short); this module converges it
+first, with the play of converge.yml (in --check mode first, as the scenario does for its
+other hosts), while test_redis.py runs on the other worker."""
 
 from __future__ import annotations
 
-import fcntl
-import os
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import host, hosts_in, port_states, run_playbook
+from conftest import host, hosts_in, port_states, run_playbook, wait_until
 from redis_client import (
     ADMIN,
     BROKER,
@@ -34,36 +30,24 @@ from testinfra.host import Host
 SENTINEL_PORT = 26379
 BROKER_MASTER = "parley-broker"
 LAYER_MASTER = "parley-layer"
+# Seconds to wait for what takes a few seconds here (a write reaching a replica, the old
+# primary coming back as a replica).
 DEADLINE = 120
+SCENARIO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def converged_pair() -> Iterator[None]:
-    """The Sentinel pair, converged once; these tests stop its instances, so they hold a lock
-    that keeps them from overlapping."""
-    ephemeral = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
-    lock = ephemeral / "verify-redis-ha.lock"
-    converged = ephemeral / "verify-redis-ha.converged"
-    # The ephemeral directory outlives the containers: the note names the containers it is about.
-    containers = subprocess.run(
-        ["docker", "inspect", "--format", "{{.Id}}", *hosts_in("redis_ha")],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    with lock.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        if not converged.exists() or converged.read_text() != containers:
-            play = yaml.safe_load(CONVERGE.read_text())[0]
-            play["hosts"] = "redis_ha"
-            play["vars_files"] = [str(CONVERGE.parent / name) for name in play["vars_files"]]
-            # As the scenario does for the other hosts: --check on the fresh hosts first.
-            check = check_mode_run([play])
-            assert check.rc == 0, check.output or check.failed_tasks or check.messages
-            run = run_playbook([play])
-            assert run.rc == 0, run.output or run.failed_tasks or run.messages
-            converged.write_text(containers)
-        yield
+@pytest.fixture(scope="module", autouse=True)
+def converged_pair() -> None:
+    """The Sentinel pair, converged before this module's first test (the module runs on one
+    xdist worker, beside test_redis.py, its tests in file order)."""
+    play = yaml.safe_load(CONVERGE.read_text())[0]
+    play["hosts"] = "redis_ha"
+    play["vars_files"] = [str(CONVERGE.parent / name) for name in play["vars_files"]]
+    # As the scenario does for the other hosts: --check on the fresh hosts first.
+    check = check_mode_run([play])
+    assert check.rc == 0, check.output or check.failed_tasks or check.messages
+    run = run_playbook([play])
+    assert run.rc == 0, run.output or run.failed_tasks or run.messages
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +77,19 @@ def primary_of(web: Host, sentinel_host: str, master: str) -> str:
     return reply.splitlines()[0] if reply else ""
 
 
-def wait_for(what: str, check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(1)
-    pytest.fail(f"{what} did not happen within {DEADLINE} s")
+def wait_for(what: str, check: Callable[[], bool], seconds: float = DEADLINE) -> None:
+    wait_until(what, check, seconds, f"DEADLINE ({seconds:.0f} s) for what takes seconds here")
+
+
+def failover_deadline() -> float:
+    """Seconds a failover may take by the pair's settings (molecule.yml): the primary is
+    judged down after redis_sentinel_down_after_ms, and a failover that stalls is tried again
+    after twice redis_sentinel_failover_timeout_ms; DEADLINE more for the polls from here."""
+    settings = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["provisioner"]["inventory"][
+        "group_vars"
+    ]["redis_ha"]
+    down_after = settings["redis_sentinel_down_after_ms"] / 1000
+    return down_after + 2 * settings["redis_sentinel_failover_timeout_ms"] / 1000 + DEADLINE
 
 
 def test_sentinel_refuses_clients_that_do_not_log_in(web: Host) -> None:
@@ -169,6 +159,7 @@ def test_failover_and_the_old_primary_returning_as_a_replica(
             wait_for(
                 f"the Sentinel on {sentinel} naming {new_primary} the broker's primary",
                 lambda: primary_of(web, sentinel, BROKER_MASTER) == new_address,  # noqa: B023
+                failover_deadline(),
             )
         assert redis(web, new_primary, BROKER_PORT, "RPOP", queue, login=BROKER) == "survives"
         assert redis(web, new_primary, BROKER_PORT, "LPUSH", queue, "new", login=BROKER) == "1"

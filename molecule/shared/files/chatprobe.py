@@ -14,7 +14,8 @@ reconnects with `?resume=<reply>:<seq>` and carries on; a message whose ack was 
 the socket is sent again, the same frame with the same `client_id`, and the server answers
 with the first one's ack instead of storing it twice (PROTOCOL.md). Every reply is checked
 for gaps and duplicate frames and for text equal to its `done.content`. The report is JSON in
-FILE.
+FILE; with `--progress FILE` the counts of replies so far are kept in that file, so a test can
+wait until the load has run before and after what it does instead of sleeping.
 
 `--forwarded-proto https` is for talking to the web tier directly (no nginx in front): the
 probe then plays the lb and says the client connection was HTTPS, which the production
@@ -319,10 +320,9 @@ class ResumingChat:
                 await asyncio.sleep(min(0.2 * attempt, 2))
 
 
-async def load(args: argparse.Namespace) -> LoadReport:
+async def load(args: argparse.Namespace, report: LoadReport) -> LoadReport:
     session = Session(args.base, args.cafile, args.forwarded_proto)
     session.sign_in(args.user, args.password)
-    report = LoadReport()
     text = (args.message or ["Tell me something while the fleet changes."])[0]
     deadline = time.monotonic() + args.max_seconds
     chats: list[ResumingChat] = []
@@ -337,12 +337,33 @@ async def load(args: argparse.Namespace) -> LoadReport:
         chat = ResumingChat(session, conversation, args.model, text, report)
         chats.append(chat)
         runs.append(asyncio.create_task(chat.run(Path(args.stop), deadline)))
-        for _ in range(300):
+        # However long that takes here: no fixed number of tries.
+        while time.monotonic() < deadline:
             if chat.started() or runs[-1].done():
                 break
             await asyncio.sleep(0.1)
     await asyncio.gather(*runs)
     return report
+
+
+async def keep_progress(path: Path, report: LoadReport) -> None:
+    """Keep the counts so far in `path` (replaced whole, twice a second) until cancelled."""
+    while True:
+        staged = path.with_name(path.name + ".new")
+        staged.write_text(json.dumps({"replies": report.replies, "complete": report.complete}))
+        staged.replace(path)
+        await asyncio.sleep(0.5)
+
+
+async def load_and_keep_progress(args: argparse.Namespace, report: LoadReport) -> None:
+    keeper = (
+        asyncio.create_task(keep_progress(Path(args.progress), report)) if args.progress else None
+    )
+    try:
+        await load(args, report)
+    finally:
+        if keeper:
+            keeper.cancel()
 
 
 def main() -> int:
@@ -363,11 +384,15 @@ def main() -> int:
     parser.add_argument("--stop", help="with --load-chats: stop sending when this file exists")
     parser.add_argument("--out", help="with --load-chats: where the JSON report goes")
     parser.add_argument("--max-seconds", type=float, default=600, help="with --load-chats")
+    parser.add_argument(
+        "--progress", help="with --load-chats: a file kept holding the replies counted so far"
+    )
     args = parser.parse_args()
     if args.load_chats:
         if not (args.stop and args.out):
             parser.error("--load-chats needs --stop and --out")
-        report = asyncio.run(load(args))
+        report = LoadReport()
+        asyncio.run(load_and_keep_progress(args, report))
         Path(args.out).write_text(json.dumps(report.__dict__))
         return 0
     if not args.message:

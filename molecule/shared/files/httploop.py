@@ -7,7 +7,9 @@ file appears, or a count or a time limit is reached, and writes what happened as
         [--max-requests 5000] [--max-seconds 300] [--cafile root.pem]
 
 A request fails when it raises (refused, reset, timed out) or answers 5xx or an unexpected
-status; every failure is recorded with its time and reason.
+status; every failure is recorded with its time and reason. With --progress FILE the count of
+requests made so far is kept in FILE, so a test can wait until the loop has run before and
+after what it does instead of sleeping.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=5000)
     parser.add_argument("--max-seconds", type=float, default=300)
     parser.add_argument("--cafile")
+    parser.add_argument("--progress", help="file kept holding the count of requests made")
     args = parser.parse_args()
     headers = dict(h.split(": ", 1) for h in args.header)
     expected = set(args.expect or [200])
@@ -80,6 +83,9 @@ def main() -> int:
             )
         done += 1
         statuses[str(status)] = statuses.get(str(status), 0) + 1
+        if args.progress:
+            Path(f"{args.progress}.new").write_text(str(done))
+            Path(f"{args.progress}.new").replace(args.progress)
         if status and status not in expected:
             failures.append(
                 {"at": round(time.monotonic() - started, 3), "url": url, "status": status}

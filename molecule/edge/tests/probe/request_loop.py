@@ -4,7 +4,8 @@ Each request opens a new TLS connection (trusting only the CA file given), so ea
 the certificate served at that moment. The loop runs until the stop file appears, or
 --max-requests or --max-seconds is reached, and prints one JSON report: per name, the count
 of requests, the failures (any error or a status other than 200) and the serials seen in
-order.
+order. With --progress FILE it keeps the count of requests per name in FILE after each round,
+so a test can wait until the loop has seen enough before and after what it does.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=4000)
     parser.add_argument("--max-seconds", type=float, default=300)
     parser.add_argument("--pause", type=float, default=0.05)
+    parser.add_argument("--progress")
     parser.add_argument("names", nargs="+")
     args = parser.parse_args()
     context = ssl.create_default_context(cafile=args.cafile)
@@ -57,6 +59,10 @@ def main() -> None:
                 entry["failures"].append(error)
             if serial and (not entry["serials"] or entry["serials"][-1] != serial):
                 entry["serials"].append(serial)
+        if args.progress:
+            counts = {name: entry["requests"] for name, entry in report.items()}
+            Path(f"{args.progress}.new").write_text(json.dumps(counts))
+            Path(f"{args.progress}.new").replace(args.progress)
         time.sleep(args.pause)
     report_out = {"stopped_by": "stop file" if stop.exists() else "bound", "names": report}
     print(json.dumps(report_out))

@@ -1,4 +1,10 @@
-"""Saving a user's message enqueues its reply, once the transaction that saved it commits."""
+"""A new reply placeholder, once saved, queues its generation when its transaction commits.
+
+The web side saves the user's message and an empty `pending` assistant message (the reply's
+placeholder) in one transaction (`chat.services`); this `post_save` receiver sends the
+placeholder to a Celery worker once that transaction has committed, so the worker finds the
+rows. Regenerating saves a new placeholder and takes the same path.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from chat.models import Message
+from chat.tasks import generate_reply
+from parley import timeline
 
 
 class EnqueueError(Exception):
@@ -27,33 +35,20 @@ def enqueue_generation(reply_id: int) -> None:
     """
     if settings.GENERATION_MODE != "celery":
         return
-    from chat.tasks import generate_reply
 
     def send() -> None:
+        timeline.mark(reply_id, "committed")
         try:
             generate_reply.delay(reply_id)
         except Exception as error:  # whatever the transport raises: kombu, redis, socket
             raise EnqueueError(reply_id) from error
+        timeline.mark(reply_id, "task_published")
 
     transaction.on_commit(send)
 
 
-@receiver(post_save, sender=Message, dispatch_uid="chat.enqueue_reply_for_user_message")
-def enqueue_reply_for_user_message(
-    sender: type[Message], instance: Message, created: bool, **_: object
-) -> None:
-    if not created or instance.role != Message.Role.USER:
-        return
-
-    def enqueue() -> None:
-        # The placeholder is created after the user message in the same transaction, so it
-        # is looked up once that transaction has committed.
-        reply_id = (
-            Message.objects.filter(reply_to=instance, superseded_at__isnull=True)
-            .values_list("pk", flat=True)
-            .first()
-        )
-        if reply_id is not None:
-            enqueue_generation(reply_id)
-
-    transaction.on_commit(enqueue)
+@receiver(post_save, sender=Message, dispatch_uid="chat.enqueue_new_reply")
+def enqueue_new_reply(sender: type[Message], instance: Message, created: bool, **_: object) -> None:
+    placeholder = instance.role == Message.Role.ASSISTANT and instance.status == "pending"
+    if created and placeholder:
+        enqueue_generation(instance.pk)
