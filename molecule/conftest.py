@@ -212,15 +212,19 @@ class PlaybookRun:
     output: str = ""
     # Names of the plays that ran at least one task on some host, in order.
     plays: list[str] = field(default_factory=list)
+    # (host, task) for every task and handler that changed something, in order.
+    changed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def run_playbook(
     playbook: list[dict[str, Any]] | str,
     extra_vars: dict[str, Any] | None = None,
     extra_inventory: dict[str, Any] | None = None,
+    tags: str | None = None,
 ) -> PlaybookRun:
     """Run a playbook (plays, or the path of a playbook file) against the scenario's
-    inventory, plus `extra_inventory` if given, and report what happened."""
+    inventory, plus `extra_inventory` if given, only the tasks of `tags` if given, and report
+    what happened."""
     env = dict(os.environ)
     env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
     env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
@@ -240,6 +244,8 @@ def run_playbook(
         command.append(str(book))
         if extra_vars:
             command += ["--extra-vars", json.dumps(extra_vars)]
+        if tags:
+            command += ["--tags", tags]
         done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     try:
         report = json.loads(done.stdout)
@@ -247,10 +253,13 @@ def run_playbook(
         return PlaybookRun(rc=done.returncode, stats={}, output=done.stdout + done.stderr)
     failed: list[str] = []
     messages: list[str] = []
+    changed: list[tuple[str, str]] = []
     plays = [p["play"]["name"] for p in report.get("plays", []) if p.get("tasks")]
     for play in report.get("plays", []):
         for task in play.get("tasks", []):
-            for outcome in task.get("hosts", {}).values():
+            for name, outcome in task.get("hosts", {}).items():
+                if outcome.get("changed"):
+                    changed.append((name, task["task"]["name"]))
                 if outcome.get("failed"):
                     failed.append(task["task"]["name"])
                     # A loop's own message only says an item failed; the items say why.
@@ -265,6 +274,7 @@ def run_playbook(
         messages=messages,
         output=done.stderr,
         plays=plays,
+        changed=changed,
     )
 
 

@@ -1,12 +1,9 @@
 """How the app's Redis clients retry a command whose connection failed.
 
-Every client the app uses comes from a pool built from a URL (channels-redis's, and ours in
-parley.redis_clients), and such pools hand out connections that do not retry at all: redis-py
-only retries for clients it builds itself. A pooled connection the server has closed (its idle
-`timeout`, a restart) then fails its next command, so after any Redis restart or quiet spell
-the first socket opened or frame handled on each web process got HTTP 500 or `unavailable`
-(the fleet audit saw both). With these options a command on a dead connection reconnects and
-runs again, a few times within about two seconds; a Redis that stays away still fails fast.
+Pools built from a URL hand out connections that never retry, so a connection Redis had closed
+(idle timeout, restart) failed the next request. With these options a command on a dead
+connection reconnects and runs again, a few times within about two seconds; a Redis that stays
+away still fails fast. Why: docs/decisions/0004-redis-commands-retry-on-a-dead-connection.md.
 """
 
 from __future__ import annotations

@@ -1,35 +1,9 @@
-"""The Uvicorn worker Gunicorn runs: on shutdown it lets nginx retire its connections first.
+"""The Uvicorn worker Gunicorn runs: a stopping worker drains before it closes anything.
 
-Uvicorn's shutdown stops accepting and then at once closes every connection that is not
-answering a request. nginx keeps idle connections to the app open and reuses them; one it
-reuses in the instant the worker closes it fails as "upstream prematurely closed", and nginx
-retries a failed request only on *another* server: with a single web host left (the other
-stopped or being deployed), that request is a 502. This happens at every restart and at every
-`max_requests` recycling, under load many times an hour.
-
-So a stopping worker first drains, for at most PARLEY_SHUTDOWN_DRAIN_MS: it goes on accepting
-and serving (but answers a WebSocket handshake 503, since it would close that socket within
-seconds: the client tries again and reaches a worker that stays), and every response now
-says `Connection: close`, so nginx drops each connection
-after its next request instead of pooling it, and the idle ones it does not use it closes
-itself after its upstream `keepalive_timeout` (4 s in roles/nginx, below the drain). The
-drain ends early once no HTTP connection is left (at once on an idle server). Only then does
-the worker stop accepting; it gives requests on connections accepted in that last instant
-half a second to arrive, and closes what is left. It keeps accepting while it drains because
-Gunicorn starts its replacement only when it exits: two workers recycling together (their
-`max_requests` fall close) would otherwise leave no one accepting for the whole drain.
-
-WebSockets need one more wait. Uvicorn's shutdown answers a handshake the app has not decided
-yet (the consumer is still checking the session and the conversation) with HTTP 500; only
-sockets already open get the 1012 close a client reconnects after. So the worker also waits,
-for at most HANDSHAKE_WAIT_SECONDS, until no handshake is under way: each then ends as an open
-socket closed with 1012 (the page reconnects and resumes) or as the app's own refusal.
-
-Last, Uvicorn waits for every task the app started for a connection, with no bound; a task
-that outlives its connection (a consumer's Redis receive that lost its cancellation, see
-parley/asyncio_compat.py) then kept a worker that no longer accepts alive until Gunicorn's
-timeout killed it. Such tasks get ORPHAN_TASK_SECONDS once the connections are gone, then are
-cancelled, and the log names where each one was waiting.
+It goes on serving with `Connection: close` (and answers WebSocket handshakes 503) for at most
+PARLEY_SHUTDOWN_DRAIN_MS, then stops accepting, waits for handshakes under way, and cancels
+tasks that outlive their connections, so a restart or a `max_requests` recycling fails no
+request. Why each step is there: docs/decisions/0002-draining-web-worker.md.
 """
 
 from __future__ import annotations

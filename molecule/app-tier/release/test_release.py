@@ -9,7 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from app_tier import PROJECT, SCENARIO, VARS, current_release, resolve_app_hosts, web_pid
+from app_tier import PROJECT, SCENARIO, VARS, app_root, current_release, resolve_app_hosts, web_pid
 from conftest import changed_app_copy, host, run_playbook, wait_until
 from testinfra.host import Host
 
@@ -30,7 +30,7 @@ def test_a_new_release_deploys_without_a_failed_request(probe: Host, tmp_path: P
     after the deploy (counted by the loop, whatever the machine's speed)."""
     host_names = resolve_app_hosts(probe)
     apps = {name: host(name) for name in host_names}
-    old = {name: (current_release(app), web_pid(app)) for name, app in apps.items()}
+    old = {name: (current_release(name), web_pid(app)) for name, app in apps.items()}
     changed = changed_app_copy(tmp_path)
 
     urls = " ".join(
@@ -78,7 +78,7 @@ def test_a_new_release_deploys_without_a_failed_request(probe: Host, tmp_path: P
     )
     assert report["failures"] == [], report
     assert after_deploy > before_deploy, "the loop made no request while the deploy ran"
-    new = {name: current_release(app) for name, app in apps.items()}
+    new = {name: current_release(name) for name in apps}
     assert len(set(new.values())) == 1, f"the app hosts run different releases: {new}"
     for name, app in apps.items():
         release, pid = old[name]
@@ -90,18 +90,19 @@ def test_rollback_restores_the_previous_release(probe: Host) -> None:
     host_names = resolve_app_hosts(probe)
     previous: dict[str, str] = {}
     for name in host_names:
-        app = host(name)
-        releases = app.check_output(
-            "for f in /srv/parley/releases/*/.complete; do echo $(stat -c %Y $f) $(dirname $f);"
+        root = app_root(name)
+        listing = host(name).check_output(
+            f"for f in {root}/releases/*/.complete; do echo $(stat -c %Y $f) $(dirname $f);"
             " done | sort -n | awk '{print $2}'"
-        ).split()
+        )
+        releases = listing.split()
         assert len(releases) >= 2, f"{name}: the deploy test leaves two releases to choose from"
-        current = releases.index(f"/srv/parley/releases/{current_release(app)}")
+        current = releases.index(f"{root}/releases/{current_release(name)}")
         assert current >= 1, f"{name}: the current release is the oldest one"
         previous[name] = Path(releases[current - 1]).name
     run = run_playbook(str(PROJECT / "playbooks" / "rollback.yml"), extra_vars=VARS)
     assert run.rc == 0, run.output
     for name, site in host_names.items():
-        assert current_release(host(name)) == previous[name]
+        assert current_release(name) == previous[name]
         ready = f"curl -s -o /dev/null -w '%{{http_code}}' http://{site}:8000/readyz"
         assert probe.check_output(ready) == "200", name

@@ -15,6 +15,12 @@ SITE = "chat.parley.test"
 SCENARIO = Path(__file__).resolve().parent.parent
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 VARS = yaml.safe_load((SCENARIO / "vars.yml").read_text())
+# Variables the scenario gives single hosts (one app host lives away from the default app_root).
+HOST_VARS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["provisioner"]["inventory"][
+    "host_vars"
+]
+# What the app role tells gunicorn and celery, as every play that runs them passes it.
+APP_EXPORTS = str(PROJECT / "playbooks" / "vars" / "app.yml")
 
 
 def resolve_app_hosts(probe: Host) -> dict[str, str]:
@@ -35,8 +41,13 @@ def resolve_app_hosts(probe: Host) -> dict[str, str]:
     return names
 
 
-def current_release(app: Host) -> str:
-    return Path(app.check_output("readlink /srv/parley/current")).name
+def app_root(name: str) -> str:
+    """Where the app lives on a host: its own app_root, else the role's default."""
+    return HOST_VARS.get(name, {}).get("app_root", "/srv/parley")
+
+
+def current_release(name: str) -> str:
+    return Path(host(name).check_output(f"readlink {app_root(name)}/current")).name
 
 
 def web_pid(app: Host) -> str:

@@ -13,7 +13,7 @@ import re
 import uuid
 
 import pytest
-from app_tier import VARS, resolve_app_hosts
+from app_tier import APP_EXPORTS, HOST_VARS, VARS, app_root, resolve_app_hosts
 from conftest import add_to_summary, django, host, hosts_in, patience, run_playbook, wait_until
 from testinfra.host import Host
 
@@ -188,6 +188,21 @@ def test_beat_fires_a_schedule_within_its_interval() -> None:
 
 
 @pytest.mark.parametrize(("name", "unit"), SANDBOXED)
+def test_units_run_the_release_under_the_hosts_app_root(name: str, unit: str) -> None:
+    """The web, worker and Beat units follow app_root and app_config_dir, which the play hands
+    them from the app role: a host that moved both still answers (the tests above, from the
+    probe), and from the release and settings under its own paths."""
+    app = host(name)
+    root = app_root(name)
+    config = HOST_VARS.get(name, {}).get("app_config_dir", "/etc/parley")
+    directory = app.check_output(f"systemctl show --property WorkingDirectory --value {unit}")
+    settings = app.check_output(f"systemctl show --property EnvironmentFiles --value {unit}")
+    assert directory == f"{root}/current", directory
+    assert f"{config}/parley.env " in settings, settings
+    assert app.file(f"{root}/current/.complete").exists
+
+
+@pytest.mark.parametrize(("name", "unit"), SANDBOXED)
 def test_units_pass_the_sandbox_bar(name: str, unit: str) -> None:
     analysis = host(name).run(f"systemd-analyze security --threshold=20 --no-pager {unit}")
     exposure = re.search(r"Overall exposure level for \S+: ([0-9.]+)", analysis.stdout)
@@ -240,10 +255,17 @@ def test_invalid_input_fails_before_any_change(
     play = {
         "name": f"Apply {role} with invalid input",
         "hosts": target,
+        "vars_files": [APP_EXPORTS],
         "vars": VARS,
+        "pre_tasks": [
+            {
+                "name": "Learn where the app lives",
+                "ansible.builtin.import_role": {"name": "app", "tasks_from": "exports"},
+            }
+        ],
         "roles": [{"role": role}],
     }
-    snapshot = "find /etc /srv -xdev -printf '%p %s %T@\\n' | sort | sha256sum"
+    snapshot = "find /etc /srv /opt -xdev -printf '%p %s %T@\\n' | sort | sha256sum"
     before = app.check_output(snapshot)
     run = run_playbook([gather, play], extra_vars=bad_vars, extra_inventory=inventory)
     assert run.rc != 0, run.output

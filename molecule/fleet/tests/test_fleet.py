@@ -321,6 +321,44 @@ def test_status_lists_every_service_active() -> None:
         assert re.search(rf"{re.escape(unit)} +active", status.stdout), status.stdout[-3000:]
 
 
+def test_site_with_tags_firewall_changes_only_the_firewall() -> None:
+    """`site.yml --tags firewall` runs one concern on every host: a drop-in edited by hand is
+    written back and nftables reloaded; nothing else changes and no service restarts."""
+    services = {
+        "lb1": ["nginx"],
+        "web1": ["parley-web"],
+        "web2": ["parley-web"],
+        "worker1": ["parley-worker@default"],
+        "beat1": ["parley-beat"],
+        "data1": ["postgresql@15-main", "redis-server@broker", "redis-server@layer"],
+    }
+
+    def main_pids() -> dict[str, str]:
+        return {
+            f"{name} {unit}": host(name).check_output(
+                f"systemctl show --property MainPID --value {unit}"
+            )
+            for name, units in services.items()
+            for unit in units
+        }
+
+    dropin = "/etc/nftables.d/50-postgresql.nft"
+    data1 = host("data1")
+    before = main_pids()
+    assert data1.run(f"echo '# edited by hand' >> {dropin}").rc == 0
+    run = run_playbook(str(PROJECT / "site.yml"), tags="firewall")
+    assert run.rc == 0, run.failed_tasks or run.output[-3000:]
+    print(f"changed: {run.changed}")
+    assert {name for name, _ in run.changed} == {"data1"}, run.changed
+    tasks = [task.split(" : ")[-1] for _, task in run.changed]
+    assert len(tasks) == 2, run.changed
+    assert tasks[0].startswith("Write the firewall drop-in"), run.changed
+    assert tasks[1] == "Reload nftables", run.changed
+    assert "edited by hand" not in data1.file(dropin).content_string
+    assert 'comment "postgresql clients"' in data1.check_output("nft list chain inet parley input")
+    assert main_pids() == before, "a service restarted"
+
+
 def test_the_chat_page_in_chromium(probe: Host, root: str) -> None:
     """Headless Chromium on this machine drives the real page through nginx over WSS,
     trusting only Pebble's root (an NSS database of its own) and resolving the site to lb1."""
