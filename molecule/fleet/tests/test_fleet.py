@@ -103,9 +103,12 @@ class Load:
     their counts in a progress file: a test waits on those counts, before and after what it
     does, instead of sleeping for a time a slow machine might not fill."""
 
-    def __init__(self, probe: Host, root: str, chats: int) -> None:
+    def __init__(self, probe: Host, root: str, chats: int, first: str | None = None) -> None:
+        """`first`: the chats' first message, sent by all of them at once (a crowd)."""
         self.probe = probe
         self.chats = chats
+        talk = shlex.quote("[fakellm:tokens=60 tps=40] Keep talking, please.")
+        crowd = f"--crowd --message {shlex.quote(first)} " if first else ""
         self.units = [f"httploop-{uuid.uuid4().hex[:8]}", f"chatload-{uuid.uuid4().hex[:8]}"]
         probe.run(
             "rm -f /tmp/load.stop /tmp/http.json /tmp/chats.json /tmp/http.progress"
@@ -118,9 +121,9 @@ class Load:
                 f"--cafile {root} --stop /tmp/load.stop --out /tmp/http.json "
                 "--progress /tmp/http.progress --max-requests 1000000 --max-seconds 3600",
                 f"/usr/local/bin/chatprobe --base {BASE} --cafile {root} {USER} "
-                f"--model fake-model --load-chats {chats} --max-seconds 3600 "
-                f"--message {shlex.quote('[fakellm:tokens=60 tps=40] Keep talking, please.')} "
-                "--stop /tmp/load.stop --out /tmp/chats.json --progress /tmp/chats.progress",
+                f"--model fake-model --load-chats {chats} --max-seconds 3600 {crowd}"
+                f"--message {talk} --stop /tmp/load.stop --out /tmp/chats.json "
+                "--progress /tmp/chats.progress",
             ),
             strict=True,
         ):
@@ -183,6 +186,12 @@ def test_the_certificate_comes_from_pebble_and_http_goes_to_https(probe: Host, r
     [
         ("certbot_acme_directory", "http://fleet-acme:14000/dir", "must be an https:// URL"),
         ("gunicorn_workers", -1, "gunicorn_workers must be 1 or more"),
+        # The prefork pool's process count of before: an upgrade names replies_in_flight.
+        (
+            "celery_workers",
+            [{"name": "default", "queues": ["celery"], "concurrency": 8}],
+            "celery_workers.concurrency. Supported parameters include",
+        ),
     ],
 )
 def test_site_refuses_a_bad_value_before_any_tier_runs(
@@ -221,9 +230,10 @@ def fake_model_record(probe: Host, marker: str) -> dict | None:
 
 
 def test_a_worker_killed_mid_reply_still_ends_the_reply(probe: Host, root: str, web1: Host) -> None:
-    """The pool is killed once the model has streamed 20 of the reply's 200 tokens (a second
-    at 20 tokens per second), measured at the model, not after a sleep; the model's record
-    then shows the stream was cut before its end."""
+    """The worker process is SIGKILLed once the model has streamed 20 of the reply's 200
+    tokens (a second at 20 tokens per second), measured at the model, not after a sleep; the
+    model's record then shows the stream was cut before its end. systemd starts the worker
+    again, and it takes over the reply its predecessor was writing."""
     marker = uuid.uuid4().hex
     probe.run("rm -f /tmp/killed.json")
     started = probe.run(
@@ -242,9 +252,8 @@ def test_a_worker_killed_mid_reply_still_ends_the_reply(probe: Host, root: str, 
         return bool(record and record["tokens_sent"] >= 20)
 
     wait_until("the slow reply streaming", streaming, 60, "a reply's start, seconds here")
-    main = worker.check_output("systemctl show --property MainPID --value parley-worker@default")
-    killed = worker.run(f"pkill -KILL --parent {main}")
-    assert killed.rc == 0, "no pool process to kill"
+    killed = worker.run("systemctl kill --signal KILL parley-worker@default")
+    assert killed.rc == 0, killed.stderr
     cut = fake_model_record(probe, marker)
     result = wait_for_json(probe, "/tmp/killed.json", 180, "the retried 10 s reply")
     (reply,) = result["replies"]
@@ -255,14 +264,21 @@ def test_a_worker_killed_mid_reply_still_ends_the_reply(probe: Host, root: str, 
     assert reply_status(web1, reply["reply_id"]) != "generating"
 
 
-def test_deploy_under_load_fails_no_request_and_loses_no_frame(
-    probe: Host, root: str, tmp_path: Path
+def test_deploy_under_a_hundred_chats_fails_no_request_and_loses_no_frame(
+    probe: Host, root: str, web1: Host, tmp_path: Path
 ) -> None:
-    """deploy.yml under an HTTP loop and six chats. The loads are running before the deploy
-    (requests answered, six replies done) and go on after it (more of both), waited
-    for on their own counts; each must have made requests while the deploy ran."""
+    """A hundred chats send their first message at the same moment through nginx. The fake
+    model holds each first token until 100 of its streams are open at once (`hold=100`), so
+    those replies complete only if the one worker host keeps 100 model calls open together.
+    Then deploy.yml runs while the chats go on talking, beside an HTTP loop: the loads are
+    running before (requests answered, a hundred replies done) and after it (more of both),
+    waited for on their own counts; nothing is lost and no reply is left unfinished."""
+    crowd = 100
     before = current_releases()
-    load = Load(probe, root, chats=6)
+    probe.check_output("curl -sf -X POST http://127.0.0.1:8100/_fakellm/reset")
+    load = Load(probe, root, chats=crowd, first=f"[fakellm:hold={crowd} tokens=60 tps=20] Hi!")
+    model = json.loads(probe.check_output("curl -sf http://127.0.0.1:8100/_fakellm/stats"))
+    assert model["most_open_streams"] >= crowd, f"the model saw at most {model} at once"
     at_start = load.counts()
     started = time.monotonic()
     deploy = run_playbook(
@@ -279,9 +295,16 @@ def test_deploy_under_load_fails_no_request_and_loses_no_frame(
     assert len(set(after.values())) == 1 and set(after.values()) != set(before.values()), after
     assert at_end[0] > at_start[0], f"no request while the deploy ran {took:.0f} s"
     assert http["failures"] == [], (http, slow_at_the_lb())
-    assert chats["replies"] > 6 and chats["errors"] == [], chats
+    assert chats["connected"] == crowd, chats
+    assert chats["replies"] > crowd and chats["errors"] == [], chats
     assert chats["gaps"] == [] and chats["duplicates"] == [] and chats["mismatches"] == [], chats
     assert chats["unacknowledged"] == 0, chats
+    unfinished = django(
+        web1,
+        "from chat.models import Message; "
+        "print(Message.objects.filter(status__in=Message.UNFINISHED).count())",
+    )
+    assert unfinished == "0", f"{unfinished} replies left pending or generating"
     # The deploy did cut chats off (each web host's restart closes its sockets with 1012).
     assert chats["close_codes"].get("1012", 0) > 0, chats
     upstream = host("lb1").check_output("parley-upstream status")
