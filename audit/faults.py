@@ -37,6 +37,8 @@ LOAD_USERS = [f"audit-load-{n}" for n in range(1, 5)]
 PACE = 4.0
 WARMUP = 10.0
 RECOVERY_TARGET = 30.0
+# The worker is killed with at least this many replies streaming (of the 40 marked chats').
+KILL_IN_FLIGHT = 30
 REPLY_ERROR_CODES = {
     "provider_unavailable", "provider_rejected", "timeout", "stream_interrupted", "too_long",
     "stuck", "internal",
@@ -74,13 +76,24 @@ def _in_flight(fleet: Fleet) -> bool:
         return False
 
 
+def _streams_open(fleet: Fleet) -> int:
+    """How many replies the fake model is streaming to the worker right now."""
+    stats = fleet.sh(fleet.probe, "curl -sf http://127.0.0.1:8100/_fakellm/stats").stdout
+    try:
+        return int(json.loads(stats or "{}").get("open_streams", 0))
+    except (json.JSONDecodeError, ValueError):
+        return 0
+
+
 def kill_worker(fleet: Fleet) -> None:
-    deadline = time.monotonic() + 20
-    while not _in_flight(fleet) and time.monotonic() < deadline:
+    """SIGKILL the worker process once the crowd's replies are streaming (systemd starts it
+    again; the new process takes over what the dead one was writing)."""
+    deadline = time.monotonic() + 60
+    while _streams_open(fleet) < KILL_IN_FLIGHT and time.monotonic() < deadline:
         time.sleep(0.2)
-    worker = fleet.hosts("worker")[0]
-    main = fleet.check(worker, "systemctl show -p MainPID --value parley-worker@default").strip()
-    fleet.check(worker, f"pkill -KILL --parent {main}")
+    if _streams_open(fleet) < KILL_IN_FLIGHT:
+        raise RuntimeError(f"fewer than {KILL_IN_FLIGHT} replies were streaming to kill")
+    fleet.check(fleet.hosts("worker")[0], "systemctl kill --signal KILL parley-worker@default")
 
 
 def _redis_units() -> str:
@@ -140,8 +153,10 @@ def nothing(fleet: Fleet) -> None:
 
 
 FAULTS = [
-    Fault("worker-kill", "SIGKILL every Celery pool process of the worker mid-reply",
-          kill_worker, clear_at="inject", observe=30),
+    Fault("worker-kill", "SIGKILL the worker process with 30 or more replies streaming",
+          kill_worker, clear_at="inject", observe=45,
+          marked=[{"prompt": "[fakellm:tokens=200 tps=20]", "count": 1, "chats": 40,
+                   "expect": "complete"}]),
     Fault("redis-restart", "stop both Redis instances (broker and channel layer) for 10 s, "
           "then start them", stop_redis, start_redis, hold=10),
     Fault("postgres-restart", "restart PostgreSQL", restart_postgres),
@@ -168,6 +183,11 @@ FAULTS = [
 # --- the load -------------------------------------------------------------------------------
 
 
+def marked_chats(fault: Fault) -> list[dict]:
+    """One entry per marked chat: a spec with `chats: N` stands for N chats alike."""
+    return [spec for spec in fault.marked for _ in range(spec.get("chats", 1))]
+
+
 def ensure_users(fleet: Fleet, names: list[str], password: str) -> None:
     """The audit's own users (one per chat: the app limits messages per user). The password
     reaches the Django shell in its environment, never on a command line."""
@@ -189,7 +209,7 @@ def _start_load(fleet: Fleet, fault: Fault, password: str, limit: float) -> list
         {"user": user, "password": password, "prompt": LOAD_PROMPT, "pace": PACE}
         for user in LOAD_USERS
     ]
-    for number, spec in enumerate(fault.marked, start=1):
+    for number, spec in enumerate(marked_chats(fault), start=1):
         chats.append({"user": f"audit-marked-{number}", "password": password,
                       "prompt": f"{spec['prompt']} An audit question.", "pace": PACE,
                       "count": spec["count"]})  # fmt: skip
@@ -323,18 +343,21 @@ def judge(  # noqa: PLR0913  (a fault, what the clients saw, and when)
                       and m["status"] == "complete" and m["ended_at"] >= cleared]  # fmt: skip
         firsts.append(min(ends_after) if ends_after else None)
     recovery = None if None in firsts else max(firsts) - cleared  # type: ignore[type-var]
-    durations = {
-        spec["prompt"]: [round(m["ended_at"] - m["sent_at"], 1) for m in messages
-                         if m["chat"] == number and m["ended_at"]]
-        for number, spec in enumerate(fault.marked, start=len(LOAD_USERS))
-    }  # fmt: skip
+    marked = list(enumerate(marked_chats(fault), start=len(LOAD_USERS)))
+    durations: dict[str, list[float]] = {}
+    for number, spec in marked:
+        durations.setdefault(spec["prompt"], []).extend(
+            round(m["ended_at"] - m["sent_at"], 1) for m in messages
+            if m["chat"] == number and m["ended_at"]
+        )  # fmt: skip
     marked_wrong = []
-    for number, spec in enumerate(fault.marked, start=len(LOAD_USERS)):
+    for number, spec in marked:
         got = [m["code"] or m["status"] for m in messages if m["chat"] == number and m["status"]]
         if len(got) != spec["count"] or set(got) != {spec["expect"]}:
             marked_wrong.append(
                 f"{spec['prompt']}: ended {got}, expected {spec['count']} x {spec['expect']}"
             )
+    for spec in fault.marked:
         took = durations[spec["prompt"]]
         if "within" in spec and any(seconds > spec["within"] for seconds in took):
             marked_wrong.append(
@@ -356,7 +379,9 @@ def judge(  # noqa: PLR0913  (a fault, what the clients saw, and when)
         f"{reconnects} reconnects {dict(close_codes) if close_codes else ''}"
     )
     if durations:
-        figure += "; marked replies took " + ", ".join(f"{k} {v} s" for k, v in durations.items())
+        figure += "; marked replies took " + ", ".join(
+            f"{k} {_seconds(v)}" for k, v in durations.items()
+        )
     passed = (
         not lost and not twice and not unfinished and not unended and not unclear
         and not stream_faults and not marked_wrong
@@ -387,10 +412,19 @@ def judge(  # noqa: PLR0913  (a fault, what the clients saw, and when)
     )
 
 
+def _seconds(took: list[float]) -> str:
+    """A few durations as they are; many as their least, median and most."""
+    if len(took) <= 5:
+        return f"{took} s"
+    ordered = sorted(took)
+    middle = ordered[len(ordered) // 2]
+    return f"{ordered[0]}/{middle}/{ordered[-1]} s (least/median/most of {len(took)})"
+
+
 def campaign(fleet: Fleet, keys: list[str] | None = None) -> list[Check]:
     password = secrets.token_urlsafe(18)
     chosen = [f for f in FAULTS if keys is None or f.key in keys]
-    marked = max((len(f.marked) for f in chosen), default=0)
+    marked = max((len(marked_chats(f)) for f in chosen), default=0)
     ensure_users(fleet, LOAD_USERS + [f"audit-marked-{n}" for n in range(1, marked + 1)], password)
     checks = []
     for fault in chosen:

@@ -17,6 +17,9 @@ for gaps and duplicate frames and for text equal to its `done.content`. The repo
 FILE; with `--progress FILE` the counts of replies so far are kept in that file, so a test can
 wait until the load has run before and after what it does instead of sleeping.
 
+With `--crowd` as well, the N conversations are made first and every chat sends its first
+message at the same moment (the first `--message`; later ones send the second, if given).
+
 `--forwarded-proto https` is for talking to the web tier directly (no nginx in front): the
 probe then plays the lb and says the client connection was HTTPS, which the production
 settings require for sign-in.
@@ -174,6 +177,8 @@ class LoadReport:
     resent_already_stored: int = 0
     # Messages given up without an ack: whether they were stored, the client cannot know.
     unacknowledged: int = 0
+    # With --crowd: chats whose socket was open when they all sent at once.
+    connected: int = 0
 
 
 class ResumingChat:
@@ -182,10 +187,14 @@ class ResumingChat:
 
     def __init__(
         self, session: Session, conversation: str, model: str | None, text: str,
-        report: LoadReport,
+        report: LoadReport, *, first_text: str | None = None, go: asyncio.Event | None = None,
     ) -> None:  # fmt: skip
         self.session = session
         self.text = text
+        # The first message, sent once `go` is set (every chat of a crowd at once).
+        self.first_text = first_text
+        self.go = go
+        self.sent_any = False
         self.conversation = conversation
         self.model = model
         self.report = report
@@ -206,8 +215,10 @@ class ResumingChat:
         return uri
 
     def send_frame(self) -> str:
+        text = self.text if self.sent_any or self.first_text is None else self.first_text
+        self.sent_any = True
         frame = {
-            "v": 1, "type": "send", "id": f"r{self.report.replies}", "text": self.text,
+            "v": 1, "type": "send", "id": f"r{self.report.replies}", "text": text,
             "client_id": str(uuid.uuid4()),
         }  # fmt: skip
         if self.model:
@@ -299,6 +310,10 @@ class ResumingChat:
                     if self.pending is not None and self.pending.reply_id is None:
                         # The last socket closed between send and ack: send it again.
                         await socket.send(self.resend_frame())
+                    if self.go is not None:
+                        self.report.connected += 1
+                        await self.go.wait()
+                        self.go = None
                     while self.pending is not None or not finished():
                         if self.pending is None:
                             await socket.send(self.send_frame())
@@ -323,8 +338,10 @@ class ResumingChat:
 async def load(args: argparse.Namespace, report: LoadReport) -> LoadReport:
     session = Session(args.base, args.cafile, args.forwarded_proto)
     session.sign_in(args.user, args.password)
-    text = (args.message or ["Tell me something while the fleet changes."])[0]
+    texts = args.message or ["Tell me something while the fleet changes."]
     deadline = time.monotonic() + args.max_seconds
+    if args.crowd:
+        return await crowd(args, session, texts, deadline, report)
     chats: list[ResumingChat] = []
     runs: list[asyncio.Task[None]] = []
     for _ in range(args.load_chats):
@@ -334,7 +351,7 @@ async def load(args: argparse.Namespace, report: LoadReport) -> LoadReport:
         if conversation in {chat.conversation for chat in chats}:
             report.errors.append(f"{conversation}: handed out twice")
             continue
-        chat = ResumingChat(session, conversation, args.model, text, report)
+        chat = ResumingChat(session, conversation, args.model, texts[0], report)
         chats.append(chat)
         runs.append(asyncio.create_task(chat.run(Path(args.stop), deadline)))
         # However long that takes here: no fixed number of tries.
@@ -342,6 +359,34 @@ async def load(args: argparse.Namespace, report: LoadReport) -> LoadReport:
             if chat.started() or runs[-1].done():
                 break
             await asyncio.sleep(0.1)
+    await asyncio.gather(*runs)
+    return report
+
+
+async def crowd(
+    args: argparse.Namespace, session: Session, texts: list[str], deadline: float,
+    report: LoadReport,
+) -> LoadReport:  # fmt: skip
+    """N chats whose first messages go at the same moment, once every socket is open."""
+    conversations: list[str] = []
+    while len(conversations) < args.load_chats and time.monotonic() < deadline:
+        conversation = await asyncio.to_thread(session.new_conversation)
+        if conversation in conversations:
+            report.errors.append(f"{conversation}: handed out twice")
+            break
+        conversations.append(conversation)
+    go = asyncio.Event()
+    chats = [
+        ResumingChat(session, conversation, args.model, texts[-1], report, first_text=texts[0],
+                     go=go)
+        for conversation in conversations
+    ]  # fmt: skip
+    runs = [asyncio.create_task(chat.run(Path(args.stop), deadline)) for chat in chats]
+    while report.connected < len(chats) and time.monotonic() < deadline:
+        if all(run.done() for run in runs):
+            break
+        await asyncio.sleep(0.05)
+    go.set()
     await asyncio.gather(*runs)
     return report
 
@@ -386,6 +431,9 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=600, help="with --load-chats")
     parser.add_argument(
         "--progress", help="with --load-chats: a file kept holding the replies counted so far"
+    )
+    parser.add_argument(
+        "--crowd", action="store_true", help="with --load-chats: every chat's first send at once"
     )
     args = parser.parse_args()
     if args.load_chats:
