@@ -37,6 +37,23 @@ def _completed_once_each(chats: list) -> None:
         assert replies.get().content == end["content"]
 
 
+def _signal_mid_reply(
+    persons: list, message: str, pid: int, signum: signal.Signals, end_within: float
+) -> list:
+    """Each person sends `message` at once; once every reply has streamed a first delta, the
+    worker `pid` gets `signum`; returns the chats once every reply has ended."""
+
+    async def scenario() -> list:
+        async with Crowd(persons) as crowd:
+            await crowd.send_all(message)
+            await crowd.wait_for(lambda c: c.first_delta_at is not None, 60, "a first delta")
+            os.kill(pid, signum)
+            await crowd.wait_for(lambda c: c.end is not None, end_within, "the end of its reply")
+            return crowd.chats
+
+    return asyncio.run(scenario())
+
+
 @pytest.mark.timeout(patience(400))
 def test_a_hundred_replies_stream_at_once_from_one_worker(stack, django_user_model) -> None:
     """The fake model holds every first token until 100 of its streams are open at once, so
@@ -164,17 +181,15 @@ def test_a_killed_worker_restarted_takes_over_every_reply_it_was_writing(
     doomed = start_worker(service_env, name="worker-killed", supervised=True)
     persons = people(40, django_user_model)
 
-    async def scenario() -> list:
-        async with Crowd(persons) as crowd:
-            await crowd.send_all("outlive the worker [fakellm:tokens=120 tps=20]")
-            await crowd.wait_for(lambda c: c.first_delta_at is not None, 60, "a first delta")
-            os.kill(doomed.pid, signal.SIGKILL)
-            # A wait, not a bound: the restart and a 6 s reply.
-            await crowd.wait_for(lambda c: c.end is not None, 90, "the end of its reply")
-            return crowd.chats
-
     try:
-        chats = asyncio.run(scenario())
+        # A wait, not a bound: the restart and a 6 s reply.
+        chats = _signal_mid_reply(
+            persons,
+            "outlive the worker [fakellm:tokens=120 tps=20]",
+            doomed.pid,
+            signal.SIGKILL,
+            90,
+        )
     finally:
         doomed.stop()
     assert doomed.restarts >= 1
@@ -228,16 +243,10 @@ def test_a_warm_shutdown_lets_the_replies_in_flight_finish(
     stopping = start_worker(service_env, name="worker-warm")
     persons = people(20, django_user_model)
 
-    async def scenario() -> list:
-        async with Crowd(persons) as crowd:
-            await crowd.send_all("finish me [fakellm:tokens=60 tps=20]")
-            await crowd.wait_for(lambda c: c.first_delta_at is not None, 60, "a first delta")
-            os.kill(stopping.pid, signal.SIGTERM)
-            await crowd.wait_for(lambda c: c.end is not None, 60, "the end of its reply")
-            return crowd.chats
-
     try:
-        chats = asyncio.run(scenario())
+        chats = _signal_mid_reply(
+            persons, "finish me [fakellm:tokens=60 tps=20]", stopping.pid, signal.SIGTERM, 60
+        )
         exit_code = stopping.popen.wait(30)
     finally:
         stopping.stop()

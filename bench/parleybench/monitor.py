@@ -11,6 +11,7 @@ import os
 import re
 import threading
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,23 @@ def _command(pid: int) -> str:
     return " ".join(words)[:60]
 
 
+class Repeating:
+    """Calls `tick` every `interval` seconds on a background thread until `stop()`."""
+
+    def __init__(self, tick: Callable[[], None], interval: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(tick, interval), daemon=True)
+        self._thread.start()
+
+    def _run(self, tick: Callable[[], None], interval: float) -> None:
+        while not self._stop.wait(interval):
+            tick()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @dataclass
 class ProcessSampler:
     """Samples every process under the given roots until stopped (a background thread)."""
@@ -68,8 +86,7 @@ class ProcessSampler:
     roots: dict[str, list[int]]
     interval: float = 0.2
     usage: dict[int, ProcessUsage] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _ticker: Repeating | None = None
 
     def sample(self) -> None:
         for group, pids in self.roots.items():
@@ -86,20 +103,14 @@ class ProcessSampler:
                     entry.peak_rss_kb = max(entry.peak_rss_kb, rss_kb)
                     entry.cpu_end = cpu
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
     def __enter__(self) -> ProcessSampler:
         self.sample()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        self._ticker = Repeating(self.sample, self.interval)
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._ticker is not None:
+            self._ticker.stop()
         self.sample()
 
     def by_group(self) -> dict[str, dict[str, float]]:
@@ -143,22 +154,18 @@ class QueueDepthSampler:
     key: str
     interval: float = 0.1
     samples: list[int] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _ticker: Repeating | None = None
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.samples.append(int(self.client.llen(self.key)))
+    def sample(self) -> None:
+        self.samples.append(int(self.client.llen(self.key)))
 
     def __enter__(self) -> QueueDepthSampler:
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        self._ticker = Repeating(self.sample, self.interval)
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._ticker is not None:
+            self._ticker.stop()
 
     def summary(self) -> dict[str, float]:
         if not self.samples:
@@ -221,25 +228,21 @@ class InFlightSampler:
     interval: float = 0.2
     idle_rss_kb: int = 0
     samples: list[tuple[int, float]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _ticker: Repeating | None = None
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            in_flight = replies_in_flight(self.metrics_port)
-            if in_flight is not None:
-                self.samples.append((rss_kb(self.pids), in_flight))
+    def sample(self) -> None:
+        in_flight = replies_in_flight(self.metrics_port)
+        if in_flight is not None:
+            self.samples.append((rss_kb(self.pids), in_flight))
 
     def __enter__(self) -> InFlightSampler:
         self.idle_rss_kb = rss_kb(self.pids)
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        self._ticker = Repeating(self.sample, self.interval)
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._ticker is not None:
+            self._ticker.stop()
 
     def summary(self) -> dict[str, float | int | None]:
         most = max((in_flight for _rss, in_flight in self.samples), default=0.0)
