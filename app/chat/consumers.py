@@ -93,6 +93,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         self.sent_seq: dict[int, int] = {}
+        # Replies this socket's client was told of (an ack, a turn, its resume). Frames of any
+        # other reply in the conversation are relayed too, but a client that does not know
+        # the reply yet may have passed them over.
+        self.announced: set[int] = set()
         self.bucket = limits.FrameBucket(settings.WS_FRAMES_PER_SECOND, settings.WS_FRAME_BURST)
         self.background: set[asyncio.Task[None]] = set()
         # Relaying is one sequence at a time (handlers and the silence watch share it).
@@ -111,6 +115,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.accepted = True
         metrics.OPEN_SOCKETS.inc()
         for reply_id, after_seq in _parse_resume(self.scope.get("query_string", b"")).items():
+            self.announced.add(reply_id)
             await self.catch_up(reply_id, after_seq)
 
     async def refuse_unavailable(self) -> None:
@@ -189,6 +194,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         elif isinstance(frame, RegenerateFrame):
             await self.on_regenerate(frame)
         elif isinstance(frame, ResumeFrame):
+            self.announced.add(frame.reply_id)
             await self.catch_up(frame.reply_id, frame.after_seq, force=True)
         elif isinstance(frame, PingFrame):
             await self.send_frame(server_frame("pong", id=frame.client_id))
@@ -271,9 +277,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # The same ack again, and the reply so far: the client lost both with its old
             # socket. The turn was announced to the other tabs the first time, and the reply
             # was queued then; live frames follow, as this socket is in the group already.
+            # Frames of the reply this socket relayed before this ack (a live one while the
+            # resend was on its way) reached a client that did not know the reply: from 1.
+            known = turn.reply_id in self.announced
+            self.announced.add(turn.reply_id)
             await self.send_frame(server_frame("ack", id=client_id, **fields, duplicate=True))
-            await self.catch_up(turn.reply_id, 0)
+            await self.catch_up(turn.reply_id, 0, force=not known)
             return
+        self.announced.add(turn.reply_id)
         await self.send_frame(server_frame("ack", id=client_id, **fields))
         self.watch(turn.reply_id)
         # Other tabs on this conversation learn about the new turn too.
@@ -361,6 +372,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.relay(frame)
 
     async def turn_frame(self, event: dict[str, Any]) -> None:
+        self.announced.add(event["frame"]["reply_id"])
         self.watch(event["frame"]["reply_id"])
         await self.send_frame(event["frame"])
 

@@ -165,3 +165,34 @@ def test_the_turn_carries_the_client_id(chat: ChatSocket) -> None:
     assert (turn["message_id"], turn["client_id"], turn["text"]) == (
         ack["message_id"], client_id, "match me",
     )  # fmt: skip
+
+
+def test_a_resend_after_live_frames_of_its_reply_gets_the_reply_from_seq_1(
+    stack, conversation, cookie
+) -> None:
+    """The lost socket's message is stored and its reply streaming. The new socket is in the
+    conversation's group, so it relays live frames of that reply before the client sends
+    again; the client, without its ack, does not know the reply yet. After the repeated ack
+    comes the reply from seq 1, not from the last frame the socket relayed before it (the
+    fleet's deploy under a hundred chats saw that gap)."""
+    text = "start over for me [fakellm:tokens=200 tps=40]"
+    frame = {"type": "send", "text": text, "model": "fake-model", "client_id": str(uuid.uuid4())}
+    lost = ChatSocket(conversation.id, cookie)
+    ack = lost.ack_for(lost.send(frame))
+    reply_id = ack["reply_id"]
+    lost.recv_until(lambda f: f.get("reply_id") == reply_id and f["type"] == "delta")
+    lost.close()
+
+    socket = ChatSocket(conversation.id, cookie)
+    try:
+        # A frame of the reply, relayed before the resend (and passed over by the client).
+        socket.recv_until(lambda f: f.get("reply_id") == reply_id and f["type"] == "delta")
+        again = socket.ack_for(socket.send(frame))
+        told = len(socket.received)
+        socket.reply_frames(reply_id)
+    finally:
+        socket.close()
+    assert (again["reply_id"], again["duplicate"]) == (reply_id, True)
+    frames = [f for f in socket.received[told:] if f.get("reply_id") == reply_id and "seq" in f]
+    assert_contiguous(frames)
+    assert frames[-1]["type"] == "done" and delta_text(frames) == frames[-1]["content"]
