@@ -1,7 +1,9 @@
 """Ports, credentials and the two plans: the full matrix and the minute-long smoke.
 
-Every port is in 59xxx, apart from the app's own test services (55432, 5638x, 58xxx), so a
-benchmark never collides with `make -C app test` running at the same time.
+Every port is in 27xxx, apart from the app's own test services (28xxx, 55432, 5638x), so a
+benchmark never collides with `make -C app test` running at the same time; and below Linux's
+ephemeral range (32768-60999), where any outgoing connection of the run itself may hold a
+port when a server binds it (a full run's nginx once failed to bind 59446 so).
 """
 
 from __future__ import annotations
@@ -12,20 +14,20 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Ports:
-    postgres: int = 59432
-    redis_broker: int = 59379
-    redis_channels: int = 59380
-    fakellm: int = 59100
+    postgres: int = 27432
+    redis_broker: int = 27379
+    redis_channels: int = 27380
+    fakellm: int = 27100
     # Backends, on loopback behind nginx; each TLS front is its backend + 440.
-    parley: int = 59001  # (a) Gunicorn + Uvicorn, Celery
-    daphne: int = 59002  # (b) Daphne processes sharing one socket, Celery
-    inprocess: int = 59003  # (c) Gunicorn + Uvicorn, generation in the consumer
-    per_token: int = 59004  # (a) with one channel-layer message per token
-    echo: int = 59005  # bare Uvicorn + websockets echo server (row 3's baseline)
-    prefork: int = 59006  # (p) Gunicorn + Uvicorn, Celery's prefork pool of before
-    worker_metrics: int = 59009
-    worker_metrics_per_token: int = 59010
-    worker_metrics_prefork: int = 59011
+    parley: int = 27001  # (a) Gunicorn + Uvicorn, Celery
+    daphne: int = 27002  # (b) Daphne processes sharing one socket, Celery
+    inprocess: int = 27003  # (c) Gunicorn + Uvicorn, generation in the consumer
+    per_token: int = 27004  # (a) with one channel-layer message per token
+    echo: int = 27005  # bare Uvicorn + websockets echo server (row 3's baseline)
+    prefork: int = 27006  # (p) Gunicorn + Uvicorn, Celery's prefork pool of before
+    worker_metrics: int = 27009
+    worker_metrics_per_token: int = 27010
+    worker_metrics_prefork: int = 27011
 
     def tls(self, backend: int) -> int:
         return backend + 440
