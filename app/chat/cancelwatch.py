@@ -16,6 +16,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from chat import replystream
+from parley.background import cancel_and_wait
 from parley.loop_local import LoopLocal
 from parley.redis_clients import channel_redis
 
@@ -125,19 +126,13 @@ class CancelWatch:
     async def close(self) -> None:
         for task in (self.reader, self.syncing):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
         if self.pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self.pubsub.aclose()
 
 
-async def _close(watch: CancelWatch) -> None:
-    await watch.close()
-
-
-_watches = LoopLocal(CancelWatch, _close)
+_watches = LoopLocal(CancelWatch, CancelWatch.close)
 
 
 def cancel_watch() -> CancelWatch:

@@ -40,6 +40,7 @@ from chat.protocol import (
     server_frame,
 )
 from parley import metrics, timeline
+from parley.background import cancel_and_wait
 from parley.db import database_call
 
 logger = logging.getLogger(__name__)
@@ -141,9 +142,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if self.watchdog is not None:
-            self.watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.watchdog
+            await cancel_and_wait(self.watchdog)
         if self.accepted:
             metrics.OPEN_SOCKETS.dec()
             await self.channel_layer.group_discard(self.group, self.channel_name)

@@ -11,11 +11,11 @@ frames keep their order, as the reply awaits each before sending the next.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import NamedTuple
 
 from django.conf import settings
 
+from parley.background import cancel_and_wait
 from parley.loop_local import LoopLocal
 from parley.redis_clients import channel_redis
 
@@ -78,16 +78,10 @@ class FramePipeline:
 
     async def close(self) -> None:
         if self.sender is not None:
-            self.sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.sender
+            await cancel_and_wait(self.sender)
 
 
-async def _close(pipeline: FramePipeline) -> None:
-    await pipeline.close()
-
-
-_pipelines = LoopLocal(FramePipeline, _close)
+_pipelines = LoopLocal(FramePipeline, FramePipeline.close)
 
 
 def frame_pipeline() -> FramePipeline:

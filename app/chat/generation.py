@@ -28,6 +28,7 @@ from chat.providers.registry import provider_for
 from chat.replylocks import HeldLock, node, reply_locks
 from chat.replystore import ReplyJob, ReplyOutcome, claim_reply, fail_unstarted, finish_reply
 from parley import metrics, timeline
+from parley.background import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -154,9 +155,7 @@ async def _stream_reply(
         await flush()
     finally:
         # Cancelling the pump closes the provider's HTTP stream: the model stops generating.
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
+        await cancel_and_wait(pump)
         await source.aclose()  # type: ignore[attr-defined]
 
 

@@ -15,7 +15,6 @@ the name of one that died can release its predecessor's locks at once
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -27,6 +26,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from chat import replystream
+from parley.background import cancel_and_wait
 from parley.loop_local import LoopLocal
 from parley.redis_clients import channel_redis
 
@@ -146,16 +146,10 @@ class ReplyLocks:
 
     async def close(self) -> None:
         if self.renewer is not None:
-            self.renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.renewer
+            await cancel_and_wait(self.renewer)
 
 
-async def _close(locks: ReplyLocks) -> None:
-    await locks.close()
-
-
-_locks = LoopLocal(ReplyLocks, _close)
+_locks = LoopLocal(ReplyLocks, ReplyLocks.close)
 
 
 def reply_locks() -> ReplyLocks:
