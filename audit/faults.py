@@ -64,18 +64,6 @@ class Fault:
 # --- injections -----------------------------------------------------------------------------
 
 
-def _in_flight(fleet: Fleet) -> bool:
-    """The fake model is streaming a reply to the worker right now."""
-    records = fleet.sh(fleet.probe, "curl -sf http://127.0.0.1:8100/_fakellm/requests").stdout
-    try:
-        return any(
-            r.get("outcome") == "streaming" and r.get("tokens_sent", 0) > 0
-            for r in json.loads(records or "[]")[-50:]
-        )
-    except json.JSONDecodeError:
-        return False
-
-
 def _streams_open(fleet: Fleet) -> int:
     """How many replies the fake model is streaming to the worker right now."""
     stats = fleet.sh(fleet.probe, "curl -sf http://127.0.0.1:8100/_fakellm/stats").stdout
